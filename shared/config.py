@@ -1,0 +1,208 @@
+"""Typed, validated configuration: one YAML file per way to run, under ``configs/``.
+
+Every mistake is reported with the file, the dotted key and the offending value, because a
+pipeline of four processes is miserable to debug from "invalid config". Paths may be overridden
+from the environment (``GEOPOL_DATA_DIR``, ``GEOPOL_RUN_DIR``) so CI and users can point at their
+own data without editing files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+# Environment variable -> key under ``paths`` it overrides.
+ENV_OVERRIDES = {"GEOPOL_DATA_DIR": "data_dir", "GEOPOL_RUN_DIR": "run_dir"}
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or invalid; the message names file, key and value."""
+
+
+def _to_path(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, str) else value
+
+
+PathValue = Annotated[Path, BeforeValidator(_to_path)]
+
+
+class _Section(BaseModel):
+    """Strict base: unknown keys and wrong types are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PathsConfig(_Section):
+    """Where the stages read team data and write everything they produce."""
+
+    data_dir: PathValue | None = None
+    run_dir: PathValue = Path("var")
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ProtocolConfig(_Section):
+    """Receive limits for the wire protocol (see shared.protocol.codec.Limits)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, gt=0)
+    max_message_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_frames: int = Field(default=64, gt=0)
+
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SocketConfig(_Section):
+    """One ZeroMQ socket of a stage: its pattern, endpoint and whether it binds or connects."""
+
+    pattern: Literal["push", "pull", "pub", "sub"]
+    endpoint: str
+    bind: bool = False
+    hwm: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> SocketConfig:
+        scheme, sep, rest = self.endpoint.partition("://")
+        if not sep or scheme not in {"tcp", "ipc", "inproc"}:
+            raise ValueError(f"endpoint must be tcp://, ipc:// or inproc://, got {self.endpoint!r}")
+        if scheme == "tcp":
+            host = rest.rpartition(":")[0]
+            if not _is_loopback(host):
+                raise ValueError(
+                    f"endpoint {self.endpoint!r} is not loopback; multi-host deployment needs "
+                    "CurveZMQ authentication, which this build does not offer yet"
+                )
+        return self
+
+
+class StageConfig(_Section):
+    """A stage process: its sockets by role name, its metrics port and heartbeat period."""
+
+    sockets: dict[str, SocketConfig] = Field(default_factory=dict)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    poll_ms: int = Field(default=100, gt=0)
+
+
+class MappingSettings(_Section):
+    """How GDELT rows become quadruples (see services.ingest.mapping.MappingConfig)."""
+
+    entity_key: Literal["actor_code", "actor_name", "country_code"] = "actor_code"
+    relation_level: Literal["root", "base", "code"] = "root"
+    require_both_actors: bool = True
+    root_events_only: bool = False
+    min_mentions: int = Field(default=1, ge=0)
+    time_field: Literal["sqldate", "dateadded"] = "sqldate"
+    step_minutes: int = Field(default=1440, gt=0, multiple_of=15)
+    dedupe: bool = True
+
+
+class IngestConfig(_Section):
+    """What the ingest stage reads and where its event store lives."""
+
+    dataset: str = Field(default="SIM", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: PathValue | None = None
+    min_free_mb: int = Field(default=512, ge=0)
+    mapping: MappingSettings = MappingSettings()
+
+
+class Config(_Section):
+    """A whole way to run the pipeline."""
+
+    name: str
+    paths: PathsConfig = PathsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+    ingest: IngestConfig = IngestConfig()
+    stages: dict[str, StageConfig] = Field(default_factory=dict)
+
+    def stage(self, name: str) -> StageConfig:
+        """The named stage's config, or a clear error listing the stages this file defines."""
+        if name not in self.stages:
+            raise ConfigError(
+                f"config {self.name!r} defines no stage {name!r} ({sorted(self.stages)})"
+            )
+        return self.stages[name]
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.paths.run_dir / "deadletter"
+
+    @property
+    def store_dir(self) -> Path:
+        """The event store of the configured dataset."""
+        return self.paths.run_dir / "store" / self.ingest.dataset
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where bad GDELT rows of the configured dataset are kept, one file per source."""
+        return self.paths.run_dir / "quarantine" / self.ingest.dataset
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<top level>"
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p not in {"function-after[_loopback_only()]"})
+        if err["type"] == "missing":
+            lines.append(f"  key '{_dotted(loc)}': required, missing")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  key '{_dotted(loc)}': unknown key (value {err['input']!r})")
+        else:
+            lines.append(f"  key '{_dotted(loc)}': value {err['input']!r}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    paths = raw.get("paths")
+    paths = dict(paths) if isinstance(paths, dict) else paths
+    for var, key in ENV_OVERRIDES.items():
+        if env.get(var):
+            if paths is None:
+                paths = {}
+            if isinstance(paths, dict):
+                paths[key] = env[var]
+    return {**raw, "paths": paths} if paths is not None else raw
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate one config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = _apply_env(raw, os.environ if env is None else env)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None

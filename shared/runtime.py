@@ -1,0 +1,169 @@
+"""The stage runtime every service uses: a thin loop that decodes, calls a pure handler, sends.
+
+A handler is a plain function ``handler(socket_name, message) -> [(out_socket, message), ...]``
+that can be unit-tested without sockets. The loop owns everything else: checked decoding,
+dead letters for refused messages, counters on a Prometheus endpoint, periodic heartbeats and
+ticks, and a graceful SIGTERM (stop taking work, finish the message in hand, exit 0).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from shared.config import Config
+from shared.log import get_logger, trace
+from shared.metrics import StageMetrics
+from shared.protocol import DeadLetterWriter, Limits, Message, MessageType, ProtocolError, decode
+from shared.protocol.errors import HandlerError
+from shared.sockets import INPUT_PATTERNS, open_socket, send_message
+
+Route = tuple[str, Message]
+Handler = Callable[[str, Message], Iterable[Route]]
+Tick = Callable[[float], Iterable[Route]]
+
+log = get_logger(__name__)
+
+
+class StageRuntime:
+    """Runs one stage: its sockets, its handler, its counters, until asked to stop."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        handler: Handler,
+        *,
+        tick: Tick | None = None,
+        accepts: Mapping[str, frozenset[MessageType]] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.name = name
+        self.stage_cfg = config.stage(name)
+        self.limits = Limits(
+            max_header_bytes=config.protocol.max_header_bytes,
+            max_message_bytes=config.protocol.max_message_bytes,
+            max_frames=config.protocol.max_frames,
+        )
+        self.handler = handler
+        self.tick = tick
+        self.accepts = dict(accepts or {})
+        self.metrics = StageMetrics(name)
+        self.dead_letters = DeadLetterWriter(Path(config.dead_letter_dir) / f"{name}.jsonl", name)
+        self._ctx = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self.sockets: dict[str, zmq.Socket] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to finish the message in hand and return (the SIGTERM handler)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code (0 on a graceful stop)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self._open()
+        server = None
+        if self.stage_cfg.metrics_port is not None:
+            server = self.metrics.serve(self.stage_cfg.metrics_port)
+        log.info(
+            "stage_started",
+            sockets={k: s.getsockopt_string(zmq.LAST_ENDPOINT) for k, s in self.sockets.items()},
+        )
+        try:
+            self._loop()
+        finally:
+            for sock in self.sockets.values():
+                sock.close()
+            if server is not None:
+                server.shutdown()
+            log.info("stage_stopped", **self.metrics.snapshot())
+        return 0
+
+    def _open(self) -> None:
+        for key, cfg in self.stage_cfg.sockets.items():
+            self.sockets[key] = open_socket(self._ctx, cfg, self.stage_cfg.heartbeat_s)
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        inputs = {
+            self.sockets[k]: k
+            for k, cfg in self.stage_cfg.sockets.items()
+            if cfg.pattern in INPUT_PATTERNS
+        }
+        for sock in inputs:
+            poller.register(sock, zmq.POLLIN)
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.time()
+            if now >= next_beat:
+                self._heartbeat(now)
+                next_beat = now + self.stage_cfg.heartbeat_s
+            for sock, _ in poller.poll(self.stage_cfg.poll_ms):
+                if self._stop.is_set():
+                    break
+                self._send_all(self.receive(inputs[sock], sock.recv_multipart(copy=False)))
+
+    def _heartbeat(self, now: float) -> None:
+        self.metrics.heartbeat()
+        if self.tick is not None:
+            self._send_all(self.tick(now))
+
+    def receive(self, socket_name: str, parts: list[Any]) -> list[Route]:
+        """Check and handle one received message; returns what to send. Never raises.
+
+        Sending is left to the loop so tests can drive this with raw parts and no sockets.
+        """
+        self.metrics.received()
+        start = time.perf_counter()
+        try:
+            message = decode(parts, self.limits, self.accepts.get(socket_name))
+        except ProtocolError as err:
+            self._reject(err, parts)
+            return []
+        with trace(message.trace_id, msg_id=message.id):
+            try:
+                routes = list(self.handler(socket_name, message))
+            except Exception as exc:  # a handler bug must not kill the stage or lose the message
+                log.exception("handler_failed", socket=socket_name)
+                detail = f"{type(exc).__name__}: {exc}"
+                self._reject(HandlerError(detail, _header_of(message)), parts)
+                return []
+        self.metrics.processed(time.perf_counter() - start)
+        return routes
+
+    def _reject(self, err: ProtocolError, parts: list[Any]) -> None:
+        self.metrics.rejected(err.reason)
+        record = self.dead_letters.write(err, parts)
+        header = err.header or {}
+        log.warning(
+            "message_rejected",
+            reason=err.reason,
+            detail=err.detail,
+            msg_id=header.get("id"),
+            trace_id=header.get("trace"),
+            dead_letter=str(self.dead_letters.path),
+            time=record["time"],
+        )
+
+    def _send_all(self, routes: Iterable[Route]) -> None:
+        for socket_name, out in routes:
+            send_message(self.sockets[socket_name], out, self.limits)
+
+
+def _header_of(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "trace": message.trace_id,
+        "type": str(message.type),
+        "frames": [list(f.shape) for f in message.frames],
+    }

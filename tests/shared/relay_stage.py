@@ -1,0 +1,38 @@
+"""A minimal real stage for the multi-process tests: embeddings in, per-row sums out.
+
+Run as ``python relay_stage.py CONFIG.yaml``; it uses the same config loading, logging and
+stage runtime as the real services, so the tests exercise them across process boundaries.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from shared.config import load_config
+from shared.log import configure_logging, get_logger
+from shared.protocol import Message, MessageType, new_message
+from shared.runtime import StageRuntime
+
+log = get_logger("relay")
+
+
+def relay(_socket: str, msg: Message) -> list[tuple[str, Message]]:
+    """Reply with the sum over the last axis of every frame, under the same id and trace."""
+    sums = [np.asarray(f, dtype=np.float64).sum(axis=-1).astype(np.float32) for f in msg.frames]
+    log.info("relayed", frames=len(sums))
+    return [
+        ("out", new_message(MessageType.SCORES, msg.id, sums, trace_id=msg.trace_id, meta=msg.meta))
+    ]
+
+
+def main(path: str) -> int:
+    config = load_config(path)
+    configure_logging("relay", config.logging.level, config.logging.format)
+    accepts = {"in": frozenset({MessageType.EMBEDDINGS})}
+    return StageRuntime("relay", config, relay, accepts=accepts).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

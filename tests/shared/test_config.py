@@ -1,0 +1,91 @@
+"""Config errors name the file, the key and the value; the shipped configs load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import CONFIG_DIR, ConfigError, load_config
+
+MINIMAL = "name: t\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path, env={})
+    assert config.name == path.stem
+
+
+def test_unknown_key_names_file_key_and_value(tmp_path):
+    path = write(tmp_path, MINIMAL + "logging:\n  colour: blue\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    msg = str(info.value)
+    assert str(path) in msg and "logging.colour" in msg and "'blue'" in msg and "unknown" in msg
+
+
+def test_wrong_type_names_file_key_and_value(tmp_path):
+    path = write(tmp_path, MINIMAL + "stages:\n  graph:\n    metrics_port: nine\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    msg = str(info.value)
+    assert str(path) in msg and "stages.graph.metrics_port" in msg and "'nine'" in msg
+
+
+def test_string_for_int_is_a_wrong_type_not_coerced(tmp_path):
+    path = write(tmp_path, MINIMAL + "protocol:\n  max_frames: '12'\n")
+    with pytest.raises(ConfigError, match=r"protocol\.max_frames.*'12'"):
+        load_config(path, env={})
+
+
+def test_missing_required_field(tmp_path):
+    path = write(tmp_path, "logging:\n  level: info\n")
+    with pytest.raises(ConfigError, match=r"key 'name': required, missing"):
+        load_config(path, env={})
+
+
+def test_bad_enum_value(tmp_path):
+    path = write(tmp_path, MINIMAL + "logging:\n  level: loud\n")
+    with pytest.raises(ConfigError, match=r"logging\.level.*'loud'"):
+        load_config(path, env={})
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_is_named(tmp_path):
+    path = write(tmp_path, "name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"conf\.yaml: not valid YAML"):
+        load_config(path, env={})
+
+
+def test_socket_must_stay_on_loopback(tmp_path):
+    path = write(
+        tmp_path,
+        MINIMAL + "stages:\n  g:\n    sockets:\n      out: "
+        "{pattern: push, endpoint: 'tcp://0.0.0.0:5555', bind: true}\n",
+    )
+    with pytest.raises(ConfigError, match=r"stages\.g\.sockets\.out.*not loopback.*CurveZMQ"):
+        load_config(path, env={})
+
+
+def test_environment_overrides_paths(tmp_path):
+    path = write(tmp_path, MINIMAL + "paths:\n  data_dir: /nowhere\n")
+    config = load_config(path, env={"GEOPOL_DATA_DIR": str(tmp_path), "GEOPOL_RUN_DIR": "r"})
+    assert config.paths.data_dir == tmp_path and config.paths.run_dir == Path("r")
+    assert load_config(path, env={}).paths.data_dir == Path("/nowhere")
+
+
+def test_unknown_stage_lookup_lists_the_known_ones():
+    config = load_config(CONFIG_DIR / "default.yaml", env={})
+    with pytest.raises(ConfigError, match=r"no stage 'grpah'.*'graph'"):
+        config.stage("grpah")
