@@ -1,0 +1,118 @@
+"""Write the simulator's ground truth: exact next-step object distributions and the world manifest.
+
+Why: the calibration stage is checked against what the world *really* would do, not against
+samples. For slot ``t`` (file ``truth/<DATEADDED>.parquet``) there is one row per
+(query, possible object) with columns
+
+    ``t`` (Int64, slot index from the run start), ``subject`` (CAMEO actor code),
+    ``relation`` (EventRootCode, two digits), ``object`` (CAMEO actor code), ``prob`` (Float64)
+
+where the queries are every (subject, root relation) that occurs in slot ``t``, and ``prob`` is
+``P(object | an event with this subject and root happens in slot t)`` computed in closed form from
+the world's state at the end of slot ``t-1``. Objects with zero probability (the subject itself)
+are left out; the rest sum to 1 per ``(t, subject, relation)``. The relation level is the root
+code because tension steers roots; the leaf code inside a root is independent of the object.
+
+Parquet (zstd, no statistics) is written by polars and is byte-stable for a given polars version;
+never pickle. ``world.json`` records the seed, parameters, run layout and every actor with its
+birth slot so that a run can be described and reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from services.ingest.simulator.world import ROOT_CODES, Actor, StepTruth, WorldParams
+
+TRUTH_SCHEMA: dict[str, pl.DataType] = {
+    "t": pl.Int64(),
+    "subject": pl.String(),
+    "relation": pl.String(),
+    "object": pl.String(),
+    "prob": pl.Float64(),
+}
+"""Columns and types of every truth file."""
+
+TRUTH_DIR = "truth"
+WORLD_MANIFEST = "world.json"
+MANIFEST_VERSION = 1
+
+
+def truth_frame(t: int, truth: StepTruth, actors: Sequence[Actor]) -> pl.DataFrame:
+    """Long table of one slot's truth: a row per (query, object with positive probability)."""
+    n_objects = truth.probs.shape[1]
+    query, obj = np.nonzero(truth.probs > 0.0)
+    codes = np.array([a.code for a in actors[:n_objects]], dtype=object)
+    roots = np.array(ROOT_CODES, dtype=object)
+    return pl.DataFrame(
+        {
+            "t": np.full(query.size, t, dtype=np.int64),
+            "subject": codes[truth.subject[query]].tolist(),
+            "relation": roots[truth.root[query]].tolist(),
+            "object": codes[obj].tolist(),
+            "prob": truth.probs[query, obj],
+        },
+        schema=TRUTH_SCHEMA,
+    )
+
+
+def write_truth(path: Path, frame: pl.DataFrame) -> Path:
+    """Write one slot's truth as parquet (deterministic settings: zstd, no statistics)."""
+    frame.write_parquet(path, compression="zstd", statistics=False)
+    return path
+
+
+def read_truth(directory: Path) -> pl.DataFrame:
+    """All truth files of a run as one frame, ordered by slot (for calibration and tests)."""
+    files = sorted((directory / TRUTH_DIR).glob("*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=TRUTH_SCHEMA)
+    return pl.concat([pl.read_parquet(f) for f in files])
+
+
+def manifest(
+    params: WorldParams, actors: Sequence[Actor], start: datetime, steps: int, zipped: bool
+) -> dict[str, Any]:
+    """What ``world.json`` holds: how to regenerate the run and how to read its files."""
+    return {
+        "generator": "geopol simulate",
+        "manifest_version": MANIFEST_VERSION,
+        "seed": params.seed,
+        "params": params.to_dict(),
+        "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "steps": steps,
+        "slot_minutes": 15,
+        "zip": zipped,
+        "exports": "<DATEADDED>.export.CSV" + (".zip" if zipped else ""),
+        "truth": {
+            "files": f"{TRUTH_DIR}/<DATEADDED>.parquet",
+            "columns": list(TRUTH_SCHEMA),
+            "relation_level": "EventRootCode",
+            "entity_key": "CAMEO actor code",
+            "meaning": "P(object | subject, relation) for slot t given the state after slot t-1",
+        },
+        "actors": [
+            {
+                "code": a.code,
+                "country": a.country,
+                "role": a.role,
+                "birth_step": a.birth_step,
+                "activity": round(a.activity, 6),
+            }
+            for a in actors
+        ],
+    }
+
+
+def write_manifest(directory: Path, content: dict[str, Any]) -> Path:
+    """Write ``world.json`` with sorted keys so identical runs give identical bytes."""
+    path = directory / WORLD_MANIFEST
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path

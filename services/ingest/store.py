@@ -1,0 +1,654 @@
+"""Append-only quadruple event store: one directory per dataset, parquet partitions per step.
+
+Layout under ``root``::
+
+    store.json                        schema version, step_minutes, creation time
+    entities.tsv, relations.tsv       Vocabulary files (key -> int id, append-only)
+    quads/t=<step>/part-<id>.parquet  rows of one ingest at one time step, keys as int32 ids
+    event_ids.i64                     GDELT event ids stored so far, raw little-endian int64
+    ingested.jsonl                    the commit log: one line per ingested source
+    stats/<id>.json                   statistics of each ingest
+    pending.json                      intent record of an ingest in progress (absent when idle)
+
+Crash safety: the line in ``ingested.jsonl`` is the commit point of an ingest. It records the
+vocabulary sizes and the event-id count after that ingest, so everything written before it is
+either invisible or rolled back until it lands:
+
+- part files are named after the source sha256; readers open only parts of committed ingests
+  and the next writer deletes the parts a stale ``pending.json`` announced;
+- vocabularies only grow, so the committed vocabulary is the prefix of the recorded size;
+- the event-id file is truncated back to the committed count.
+
+A rerun of a crashed ingest therefore starts from exactly the committed state and writes each row
+once. Writers serialise on an ``flock``; readers need no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import structlog
+
+from services.ingest.vocab import Vocabulary, atomic_write, fsync_dir
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_MIN_FREE_BYTES = 512 * 1024**2
+SPLITS = ("train", "valid", "test")
+TOP_RELATIONS = 10
+_PART_ID_CHARS = 16  # hex chars of the source sha256 naming its part files
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY_COLUMNS = ("subject", "relation", "object")
+
+# The contract with the readers (services/ingest/mapping.py and the TKG loader).
+QUAD_SCHEMA = pl.Schema(
+    {
+        "event_id": pl.Int64,
+        "subject": pl.String,
+        "relation": pl.String,
+        "object": pl.String,
+        "t": pl.Int64,
+        "goldstein": pl.Float64,
+        "num_mentions": pl.Int64,
+        "quad_class": pl.Int8,
+    }
+)
+# What the parquet partitions hold: keys replaced by vocabulary ids.
+STORED_SCHEMA = pl.Schema(
+    {
+        "subject": pl.Int32,
+        "relation": pl.Int32,
+        "object": pl.Int32,
+        "t": pl.Int64,
+        "event_id": pl.Int64,
+        "goldstein": pl.Float64,
+        "num_mentions": pl.Int64,
+        "quad_class": pl.Int8,
+        "split": pl.String,
+    }
+)
+
+
+class StoreError(RuntimeError):
+    """The store on disk is corrupt or does not match how it was opened."""
+
+
+class DiskFloorError(StoreError):
+    """Free disk under the store is below the configured floor; nothing was written."""
+
+
+@dataclass(frozen=True)
+class KeyLabels:
+    """Human labels for entity/relation keys.
+
+    Keys listed here are registered in mapping order before the batch's own keys, which lets a
+    caller fix ids up front (the TKG loader registers entity2id in id order this way).
+    """
+
+    entities: Mapping[str, str | None] = field(default_factory=dict)
+    relations: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """What one ``append`` did; logged as ``ingest_done`` and saved under ``stats/``.
+
+    ``entity_oov_rate`` is the share of the batch's distinct entity keys (subjects and objects of
+    all rows in) that the vocabulary did not hold before this batch.
+    """
+
+    source: str
+    source_sha256: str
+    rows_in: int
+    kept: int
+    duplicates_dropped: int
+    new_entities: int
+    new_relations: int
+    entity_oov_rate: float
+    top_relations: dict[str, int]
+    steps_written: int
+    read_stats: dict[str, int]
+    already_ingested: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON and structured logging."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _State:
+    """The committed state, derived from the commit log and the vocabulary files."""
+
+    log_size: int  # bytes of ingested.jsonl when read (to notice other writers)
+    committed_bytes: int  # bytes up to the end of the last complete line
+    shas: set[str]
+    parts_by_step: dict[int, list[str]]
+    entities: Vocabulary
+    relations: Vocabulary
+    num_event_ids: int
+
+
+class EventStore:
+    """One dataset's quadruples, vocabularies and ingest history under ``root``."""
+
+    def __init__(
+        self, root: Path, *, step_minutes: int, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    ) -> None:
+        if step_minutes <= 0:
+            raise ValueError(f"step_minutes must be positive, got {step_minutes}")
+        self.root = Path(root)
+        self.step_minutes = step_minutes
+        self.min_free_bytes = min_free_bytes
+        self._seen: np.ndarray | None = None  # sorted committed event ids, loaded on first append
+        self._open_meta()
+        self._state = self._read_state()
+
+    # ----------------------------------------------------------------- paths and metadata
+
+    @property
+    def _log_path(self) -> Path:
+        return self.root / "ingested.jsonl"
+
+    @property
+    def _pending_path(self) -> Path:
+        return self.root / "pending.json"
+
+    @property
+    def _event_ids_path(self) -> Path:
+        return self.root / "event_ids.i64"
+
+    def _step_dir(self, t: int) -> Path:
+        return self.root / "quads" / f"t={t}"
+
+    def _part_path(self, t: int, part: str) -> Path:
+        return self._step_dir(t) / f"part-{part}.parquet"
+
+    def _open_meta(self) -> None:
+        """Validate ``store.json`` of an existing store, or create a new store."""
+        meta_path = self.root / "store.json"
+        if meta_path.exists():
+            meta = _read_json(meta_path)
+            if meta.get("schema_version") != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{meta_path}: schema_version {meta.get('schema_version')!r}, "
+                    f"this code reads {SCHEMA_VERSION}"
+                )
+            if meta.get("step_minutes") != self.step_minutes:
+                raise StoreError(
+                    f"{meta_path}: store has step_minutes={meta.get('step_minutes')} but was "
+                    f"opened with step_minutes={self.step_minutes}"
+                )
+            return
+        self._check_disk_floor()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".lock").touch()
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_json(
+            meta_path,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "step_minutes": self.step_minutes,
+                "created": created,
+            },
+        )
+        log.info("store_created", root=str(self.root), step_minutes=self.step_minutes)
+
+    def _check_disk_floor(self) -> None:
+        """Refuse to write when the file system under the store is nearly full."""
+        probe = self.root
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if free < self.min_free_bytes:
+            raise DiskFloorError(
+                f"refusing to write under {self.root}: {free} bytes free on {probe}, "
+                f"below the floor of {self.min_free_bytes} bytes (min_free_bytes)"
+            )
+
+    # ----------------------------------------------------------------- committed state
+
+    def _read_state(self) -> _State:
+        """Rebuild the committed state from the commit log; uncommitted leftovers are ignored."""
+        commits, committed_bytes, log_size = _read_commit_log(self._log_path)
+        last = (
+            commits[-1] if commits else {"num_entities": 0, "num_relations": 0, "num_event_ids": 0}
+        )
+        parts_by_step: dict[int, list[str]] = {}
+        for commit in commits:
+            for t in commit["steps"]:
+                parts_by_step.setdefault(t, []).append(commit["part"])
+        return _State(
+            log_size=log_size,
+            committed_bytes=committed_bytes,
+            shas={commit["sha256"] for commit in commits},
+            parts_by_step=parts_by_step,
+            entities=self._committed_vocab("entities.tsv", last["num_entities"]),
+            relations=self._committed_vocab("relations.tsv", last["num_relations"]),
+            num_event_ids=last["num_event_ids"],
+        )
+
+    def _committed_vocab(self, name: str, size: int) -> Vocabulary:
+        """The vocabulary file cut to its committed size (later keys belong to a crashed ingest)."""
+        path = self.root / name
+        vocab = Vocabulary.load(path) if path.exists() else Vocabulary()
+        if len(vocab) < size:
+            raise StoreError(f"{path}: holds {len(vocab)} keys but the commit log records {size}")
+        return vocab.prefix(size)
+
+    def refresh(self) -> None:
+        """Pick up ingests committed by other processes since this object last looked."""
+        size = self._log_path.stat().st_size if self._log_path.exists() else 0
+        if size != self._state.log_size:
+            self._state = self._read_state()
+
+    def has_source(self, source_sha256: str) -> bool:
+        """Whether a source with this content is committed; lets callers skip re-parsing it."""
+        self.refresh()
+        return source_sha256 in self._state.shas
+
+    def _seen_ids(self) -> np.ndarray:
+        """Sorted committed event ids (cached; reloaded when another writer added some)."""
+        count = self._state.num_event_ids
+        if self._seen is None or self._seen.size != count:
+            ids = (
+                np.fromfile(self._event_ids_path, dtype="<i8", count=count)
+                if count
+                else np.empty(0, dtype=np.int64)
+            )
+            if ids.size != count:
+                raise StoreError(f"{self._event_ids_path}: {ids.size} ids, commit log says {count}")
+            self._seen = np.sort(ids.astype(np.int64))
+        return self._seen
+
+    # ----------------------------------------------------------------- write side
+
+    def append(
+        self,
+        quads: pl.DataFrame,
+        *,
+        source: str,
+        source_sha256: str,
+        labels: KeyLabels | None = None,
+        read_stats: Mapping[str, int] | None = None,
+    ) -> IngestStats:
+        """Add one source's quadruples; idempotent per source content (``source_sha256``).
+
+        Event ids already stored (or repeated within the batch) are dropped; rows with a null
+        event id (benchmark facts) are always kept.
+        """
+        if not _SHA256.fullmatch(source_sha256):
+            raise ValueError(f"source_sha256 must be 64 lowercase hex chars, got {source_sha256!r}")
+        batch = _validate_quads(quads)
+        counts = {name: int(value) for name, value in (read_stats or {}).items()}
+        self._check_disk_floor()
+        with self._write_lock():
+            self.refresh()
+            self._recover()
+            if source_sha256 in self._state.shas:
+                return self._skip(batch, source, source_sha256, counts)
+            return self._ingest(batch, source, source_sha256, labels or KeyLabels(), counts)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Serialise writers across processes (readers never take it)."""
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _recover(self) -> None:
+        """Undo what a crashed ingest left behind, back to the committed state."""
+        state = self._state
+        if self._pending_path.exists():
+            pending = _read_json(self._pending_path)
+            if pending["sha256"] not in state.shas:
+                self._delete_parts(pending["part"], pending["steps"])
+                log.warning(
+                    "ingest_rolled_back",
+                    source=pending["source"],
+                    sha256=pending["sha256"],
+                    steps=len(pending["steps"]),
+                )
+            self._pending_path.unlink()
+        for directory in (self.root, self.root / "stats"):
+            for debris in directory.glob(".*.tmp"):
+                debris.unlink()
+        _truncate(self._log_path, state.committed_bytes)
+        state.log_size = state.committed_bytes
+        _truncate(self._event_ids_path, state.num_event_ids * 8)
+
+    def _delete_parts(self, part: str, steps: list[int]) -> None:
+        """Remove an uncommitted ingest's part files and any temp files it left."""
+        for t in steps:
+            part_path = self._part_path(t, part)
+            part_path.unlink(missing_ok=True)
+            for debris in part_path.parent.glob(f".{part_path.name}.*.tmp"):
+                debris.unlink()
+
+    def _skip(
+        self, batch: pl.DataFrame, source: str, sha: str, counts: dict[str, int]
+    ) -> IngestStats:
+        """Stats of a source whose content is already in the store: nothing is written."""
+        stats = IngestStats(
+            source=source,
+            source_sha256=sha,
+            rows_in=batch.height,
+            kept=0,
+            duplicates_dropped=0,
+            new_entities=0,
+            new_relations=0,
+            entity_oov_rate=0.0,
+            top_relations={},
+            steps_written=0,
+            read_stats=counts,
+            already_ingested=True,
+        )
+        log.info("ingest_skipped", source=source, sha256=sha, reason="already_ingested")
+        return stats
+
+    def _ingest(
+        self, batch: pl.DataFrame, source: str, sha: str, labels: KeyLabels, counts: dict[str, int]
+    ) -> IngestStats:
+        """Compute everything in memory, then write parts, vocabularies, stats, ids, commit."""
+        state = self._state
+        entities = state.entities.prefix(len(state.entities))
+        relations = state.relations.prefix(len(state.relations))
+        oov = entities.oov_rate(list(dict.fromkeys(_row_major_entities(batch))))
+        entities.add(list(labels.entities), labels.entities)
+        relations.add(list(labels.relations), labels.relations)
+        kept = batch.filter(self._keep_mask(batch))
+        stored = _encode(kept, entities, relations)
+        stats = IngestStats(
+            source=source,
+            source_sha256=sha,
+            rows_in=batch.height,
+            kept=kept.height,
+            duplicates_dropped=batch.height - kept.height,
+            new_entities=len(entities) - len(state.entities),
+            new_relations=len(relations) - len(state.relations),
+            entity_oov_rate=oov,
+            top_relations=_top_relations(kept),
+            steps_written=stored["t"].n_unique(),
+            read_stats=counts,
+        )
+        new_ids = kept["event_id"].drop_nulls().to_numpy().astype(np.int64)
+        self._write(stored, source, sha, entities, relations, stats, new_ids)
+        log.info("ingest_done", **stats.as_dict())
+        return stats
+
+    def _keep_mask(self, batch: pl.DataFrame) -> pl.Series:
+        """True for rows to store: first occurrence of an event id not yet in the store."""
+        event_ids = batch["event_id"]
+        has_id = event_ids.is_not_null().to_numpy()
+        first = (event_ids.is_first_distinct() | event_ids.is_null()).to_numpy()
+        seen = self._seen_ids()
+        if seen.size == 0:
+            return pl.Series("keep", first)
+        values = event_ids.fill_null(0).to_numpy()
+        pos = np.searchsorted(seen, values).clip(max=seen.size - 1)
+        in_store = has_id & (seen[pos] == values)
+        return pl.Series("keep", first & ~in_store)
+
+    def _write(
+        self,
+        stored: pl.DataFrame,
+        source: str,
+        sha: str,
+        entities: Vocabulary,
+        relations: Vocabulary,
+        stats: IngestStats,
+        new_ids: np.ndarray,
+    ) -> None:
+        """The write sequence; the commit-log line is last, so any earlier crash is undone."""
+        part = sha[:_PART_ID_CHARS]
+        groups = {key[0]: frame for key, frame in stored.partition_by("t", as_dict=True).items()}
+        steps = sorted(groups)
+        _write_json(
+            self._pending_path, {"source": source, "sha256": sha, "part": part, "steps": steps}
+        )
+        for t in steps:
+            self._write_part(t, part, groups[t])
+        entities.save(self.root / "entities.tsv")
+        relations.save(self.root / "relations.tsv")
+        (self.root / "stats").mkdir(exist_ok=True)
+        _write_json(self.root / "stats" / f"{part}.json", stats.as_dict())
+        _append_bytes(self._event_ids_path, new_ids.astype("<i8").tobytes())
+        commit = {
+            "source": source,
+            "sha256": sha,
+            "part": part,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "steps": steps,
+            "num_entities": len(entities),
+            "num_relations": len(relations),
+            "num_event_ids": self._state.num_event_ids + new_ids.size,
+            "stats": stats.as_dict(),
+        }
+        _append_bytes(self._log_path, (json.dumps(commit) + "\n").encode("utf-8"))
+        self._pending_path.unlink()
+        self._apply_commit(commit, entities, relations, new_ids)
+
+    def _write_part(self, t: int, part: str, frame: pl.DataFrame) -> None:
+        """One parquet file per (step, ingest), written atomically."""
+        step_dir = self._step_dir(t)
+        if not step_dir.exists():
+            step_dir.mkdir(parents=True)
+            fsync_dir(step_dir.parent)
+        atomic_write(self._part_path(t, part), frame.write_parquet)
+
+    def _apply_commit(
+        self,
+        commit: dict[str, Any],
+        entities: Vocabulary,
+        relations: Vocabulary,
+        new_ids: np.ndarray,
+    ) -> None:
+        """Advance the in-memory state to match what was just committed."""
+        state = self._state
+        state.shas.add(commit["sha256"])
+        for t in commit["steps"]:
+            state.parts_by_step.setdefault(t, []).append(commit["part"])
+        state.entities, state.relations = entities, relations
+        state.num_event_ids = commit["num_event_ids"]
+        state.committed_bytes = state.log_size = self._log_path.stat().st_size
+        if self._seen is not None:
+            added = np.sort(new_ids)
+            self._seen = np.insert(self._seen, np.searchsorted(self._seen, added), added)
+
+    # ----------------------------------------------------------------- read side
+
+    @property
+    def entities(self) -> Vocabulary:
+        """Committed entity vocabulary (treat as read-only; the store never mutates it)."""
+        self.refresh()
+        return self._state.entities
+
+    @property
+    def relations(self) -> Vocabulary:
+        """Committed relation vocabulary (treat as read-only; the store never mutates it)."""
+        self.refresh()
+        return self._state.relations
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.entities)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relations)
+
+    def steps(self) -> list[int]:
+        """Sorted time steps holding at least one committed row."""
+        self.refresh()
+        return sorted(self._state.parts_by_step)
+
+    def _files(self, t_min: int | None, t_max: int | None) -> list[Path]:
+        """Committed part files in step order, then ingest order."""
+        by_step = self._state.parts_by_step
+        return [
+            self._part_path(t, part)
+            for t in sorted(by_step)
+            if (t_min is None or t >= t_min) and (t_max is None or t <= t_max)
+            for part in by_step[t]
+        ]
+
+    def scan(
+        self, split: str | None = None, t_min: int | None = None, t_max: int | None = None
+    ) -> pl.DataFrame:
+        """Committed rows (ids, ``STORED_SCHEMA``) with ``t_min <= t <= t_max``, in step order."""
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.refresh()
+        files = self._files(t_min, t_max)
+        if not files:
+            return pl.DataFrame(schema=STORED_SCHEMA)
+        frame = pl.scan_parquet(files, hive_partitioning=False)
+        if split is not None:
+            frame = frame.filter(pl.col("split") == split)
+        return frame.collect()
+
+    def snapshot(self, t: int) -> np.ndarray:
+        """(n, 3) int64 array of (subject, relation, object) ids at step ``t``, one row per fact
+        stored (repeats kept: several events may share a triple within a step)."""
+        frame = self.scan(t_min=t, t_max=t)
+        return frame.select(_KEY_COLUMNS).to_numpy().astype(np.int64).reshape(-1, 3)
+
+
+# --------------------------------------------------------------------- batch helpers
+
+
+def _validate_quads(quads: pl.DataFrame) -> pl.DataFrame:
+    """Check the reader contract and return the batch in ``QUAD_SCHEMA`` order plus ``split``.
+
+    Everything is rejected here, before any write, so a bad batch never leaves partial state.
+    """
+    missing = [name for name in QUAD_SCHEMA if name not in quads.columns]
+    unexpected = sorted(set(quads.columns) - set(QUAD_SCHEMA) - {"split"})
+    if missing or unexpected:
+        raise ValueError(
+            f"quads columns: missing {missing}, unexpected {unexpected}; expected "
+            f"{list(QUAD_SCHEMA)} and optionally 'split'"
+        )
+    split = (
+        quads["split"] if "split" in quads.columns else pl.Series("split", [None] * quads.height)
+    )
+    columns = [_cast(quads[name], dtype) for name, dtype in QUAD_SCHEMA.items()]
+    batch = pl.DataFrame([*columns, _cast(split, pl.String)])
+    for name in (*_KEY_COLUMNS, "t"):
+        nulls = batch[name].null_count()
+        if nulls:
+            raise ValueError(f"quads column {name!r} has {nulls} nulls; the reader must drop them")
+    negative = batch.filter(pl.col("t") < 0).height
+    if negative:
+        raise ValueError(f"quads column 't' has {negative} negative steps")
+    splits = batch["split"].drop_nulls().unique()
+    bad_splits = splits.filter(~splits.is_in(SPLITS)).to_list()
+    if bad_splits:
+        raise ValueError(f"quads column 'split' has values {bad_splits}; allowed {SPLITS}")
+    return batch
+
+
+def _cast(column: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Strict cast with a message naming the column; keys must already be strings."""
+    if dtype == pl.String and column.dtype.is_numeric():
+        raise ValueError(f"quads column {column.name!r} must hold string keys, got {column.dtype}")
+    try:
+        return column.cast(dtype, strict=True)
+    except pl.exceptions.PolarsError as err:
+        raise ValueError(
+            f"quads column {column.name!r} ({column.dtype}) is not {dtype}: {err}"
+        ) from None
+
+
+def _row_major_entities(batch: pl.DataFrame) -> list[str]:
+    """Entity keys in row order (s0, o0, s1, o1, ...): the 'first appearance' order for ids."""
+    pairs = batch.select(pl.concat_list("subject", "object").alias("pair"))
+    return pairs["pair"].explode().to_list()
+
+
+def _encode(kept: pl.DataFrame, entities: Vocabulary, relations: Vocabulary) -> pl.DataFrame:
+    """Replace keys by ids (extending the vocabularies) and lay out as ``STORED_SCHEMA``."""
+    pair_ids = entities.add(_row_major_entities(kept)).reshape(-1, 2)
+    relation_ids = relations.add(kept["relation"])
+    encoded = kept.with_columns(
+        pl.Series("subject", pair_ids[:, 0], dtype=pl.Int32),
+        pl.Series("relation", relation_ids, dtype=pl.Int32),
+        pl.Series("object", pair_ids[:, 1], dtype=pl.Int32),
+    )
+    return encoded.select(STORED_SCHEMA.names())
+
+
+def _top_relations(kept: pl.DataFrame) -> dict[str, int]:
+    """The most frequent relation keys of the stored rows (ties broken by key)."""
+    counts = kept.group_by("relation").len().sort(["len", "relation"], descending=[True, False])
+    top = counts.head(TOP_RELATIONS)
+    return dict(zip(top["relation"].to_list(), top["len"].to_list(), strict=True))
+
+
+# --------------------------------------------------------------------- file helpers
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path}: unreadable JSON ({err})") from None
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    """Append and fsync; used for the two append-only logs (event ids, commits)."""
+    created = not path.exists()
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        fsync_dir(path.parent)
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Cut an append-only log back to its committed length; shorter than that is corruption."""
+    actual = path.stat().st_size if path.exists() else 0
+    if actual < size:
+        raise StoreError(f"{path}: {actual} bytes but the commit log requires {size}")
+    if actual > size:
+        os.truncate(path, size)
+
+
+def _read_commit_log(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+    """Complete commit lines, their byte length, and the file size.
+
+    A final line without a newline is an interrupted commit and does not count.
+    """
+    if not path.exists():
+        return [], 0, 0
+    data = path.read_bytes()
+    committed = data.rfind(b"\n") + 1
+    commits = []
+    for lineno, line in enumerate(data[:committed].splitlines(), start=1):
+        try:
+            commits.append(json.loads(line))
+        except ValueError as err:
+            raise StoreError(f"{path}:{lineno}: corrupt commit record ({err})") from None
+    return commits, committed, len(data)
