@@ -38,12 +38,22 @@ bench:  ## every benchmark, into reports/bench.json and reports/bench.md
 bench-transport:  ## wire-protocol throughput against plain pyzmq
 	$(GEOPOL) bench transport
 
-pipeline-up pipeline-down restart watch:  ## the streaming pipeline (issues 3-6)
-	@echo "make $@: the stage services have not landed yet (ingest #3, graph #4, llm and calibrate follow)" >&2
+pipeline-up:  ## start every built stage in the background (logs in var/log/)
+	$(GEOPOL) pipeline up --config $(CONFIG)
+
+pipeline-down:  ## stop every stage gracefully (SIGTERM)
+	$(GEOPOL) pipeline down --config $(CONFIG)
+
+restart:  ## restart one stage: make restart STAGE=graph
+	@test -n "$(STAGE)" || { echo "usage: make restart STAGE=<ingest|graph|llm|calibrate>" >&2; exit 2; }
+	$(GEOPOL) pipeline restart $(STAGE) --config $(CONFIG)
+
+watch:  ## stream forecasts as they are published (issue: calibrate stage)
+	@echo "make watch: forecasts are published by the calibrate stage, which has not landed yet" >&2
 	@exit 1
 
-status:  ## liveness and counters of every stage
-	$(GEOPOL) status --config $(CONFIG)
+status:  ## liveness and counters of every stage (geopol status exits 1 unless all are up)
+	-@$(GEOPOL) status --config $(CONFIG)
 
 train eval:  ## model training and evaluation (issue 4 onward)
 	@echo "make $@: training and evaluation arrive with the graph stage (issue #4)" >&2

@@ -104,6 +104,7 @@ class StageConfig(_Section):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     heartbeat_s: float = Field(default=1.0, gt=0)
     poll_ms: int = Field(default=100, gt=0)
+    max_outbox: int = Field(default=10_000, gt=0)
 
 
 class MappingSettings(_Section):
@@ -126,6 +127,9 @@ class IngestConfig(_Section):
     source: PathValue | None = None
     min_free_mb: int = Field(default=512, ge=0)
     mapping: MappingSettings = MappingSettings()
+    queries_per_step: int = Field(default=200, gt=0)
+    resend_timeout_s: float = Field(default=60.0, gt=0)
+    window: int = Field(default=256, gt=0)
 
 
 class Config(_Section):
@@ -154,6 +158,11 @@ class Config(_Section):
     def store_dir(self) -> Path:
         """The event store of the configured dataset."""
         return self.paths.run_dir / "store" / self.ingest.dataset
+
+    @property
+    def journal_path(self) -> Path:
+        """The ingest stage's work-item journal (sqlite) for the configured dataset."""
+        return self.paths.run_dir / "journal" / f"{self.ingest.dataset}.sqlite"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class StageRuntime:
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
         self.sockets: dict[str, zmq.Socket] = {}
+        # Messages waiting for a peer: a send never blocks the loop (heartbeats, SIGTERM).
+        self._outbox: deque[Route] = deque()
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -112,6 +115,7 @@ class StageRuntime:
                 if self._stop.is_set():
                     break
                 self._send_all(self.receive(inputs[sock], sock.recv_multipart(copy=False)))
+            self._flush()
 
     def _heartbeat(self, now: float) -> None:
         self.metrics.heartbeat()
@@ -156,8 +160,26 @@ class StageRuntime:
         )
 
     def _send_all(self, routes: Iterable[Route]) -> None:
-        for socket_name, out in routes:
-            send_message(self.sockets[socket_name], out, self.limits)
+        self._outbox.extend(routes)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send queued messages until a socket has no ready peer; the rest wait in order.
+
+        The outbox is bounded: past ``max_outbox`` the oldest messages are dropped and
+        counted, which loses nothing durable because the journal re-sends unanswered work.
+        """
+        while self._outbox:
+            socket_name, out = self._outbox[0]
+            try:
+                send_message(self.sockets[socket_name], out, self.limits, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._outbox.popleft()
+        while len(self._outbox) > self.stage_cfg.max_outbox:
+            _, dropped = self._outbox.popleft()
+            self.metrics.rejected("outbox_full")
+            log.warning("outbox_full_dropped", msg_id=dropped.id, queued=len(self._outbox))
 
 
 def _header_of(message: Message) -> dict[str, Any]:

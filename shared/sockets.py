@@ -30,6 +30,8 @@ def open_socket(ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float = 1.0) -
     sock.setsockopt(zmq.SNDHWM, cfg.hwm)
     sock.setsockopt(zmq.RCVHWM, cfg.hwm)
     sock.setsockopt(zmq.LINGER, 2000)
+    if cfg.pattern == "push":
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to connected peers: no peer, no send
     if cfg.pattern == "sub":
         sock.setsockopt(zmq.SUBSCRIBE, b"")
     if cfg.bind:
@@ -39,6 +41,11 @@ def open_socket(ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float = 1.0) -
     return sock
 
 
-def send_message(sock: zmq.Socket, message: Message, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Encode and send; frames above pyzmq's copy threshold leave without being copied."""
-    sock.send_multipart(encode(message, limits), copy=False)
+def send_message(
+    sock: zmq.Socket, message: Message, limits: Limits = DEFAULT_LIMITS, flags: int = 0
+) -> None:
+    """Encode and send; frames above pyzmq's copy threshold leave without being copied.
+
+    With ``zmq.NOBLOCK`` in ``flags`` a socket without a ready peer raises ``zmq.Again``.
+    """
+    sock.send_multipart(encode(message, limits), flags=flags, copy=False)

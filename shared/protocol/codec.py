@@ -241,7 +241,9 @@ def decode(
             f"frames total {total} bytes, limit {limits.max_message_bytes}", header
         )
     shapes = [_frame_shape(d, i, header) for i, d in enumerate(descs)]
-    frames = tuple(_check_frame(b, s, i, header) for i, (b, s) in enumerate(zip(buffers, shapes, strict=True)))
+    frames = tuple(
+        _check_frame(b, s, i, header) for i, (b, s) in enumerate(zip(buffers, shapes, strict=True))
+    )
     return Message(
         type=kind,
         id=header["id"],
