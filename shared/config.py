@@ -120,16 +120,35 @@ class MappingSettings(_Section):
     dedupe: bool = True
 
 
+class LiveSettings(_Section):
+    """Live GDELT 2.0: poll ``lastupdate.txt`` under ``base_url`` and fetch each new export."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    interval_s: float = Field(default=60.0, gt=0)
+    backfill: bool = False
+
+
 class IngestConfig(_Section):
-    """What the ingest stage reads and where its event store lives."""
+    """What the ingest stage reads and where its event store lives.
+
+    ``source`` is a folder (or file) of exports; with ``live`` set, the stage downloads into its
+    own folder under the run directory instead, so the two are mutually exclusive.
+    """
 
     dataset: str = Field(default="SIM", pattern=r"^[A-Za-z0-9_.-]+$")
     source: PathValue | None = None
+    live: LiveSettings | None = None
     min_free_mb: int = Field(default=512, ge=0)
     mapping: MappingSettings = MappingSettings()
     queries_per_step: int = Field(default=200, gt=0)
     resend_timeout_s: float = Field(default=60.0, gt=0)
     window: int = Field(default=256, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IngestConfig:
+        if self.live is not None and self.source is not None:
+            raise ValueError("set either ingest.source or ingest.live, not both")
+        return self
 
 
 class Config(_Section):
@@ -163,6 +182,16 @@ class Config(_Section):
     def journal_path(self) -> Path:
         """The ingest stage's work-item journal (sqlite) for the configured dataset."""
         return self.paths.run_dir / "journal" / f"{self.ingest.dataset}.sqlite"
+
+    @property
+    def fetch_ledger_path(self) -> Path:
+        """The live poller's record of downloaded exports (sqlite)."""
+        return self.paths.run_dir / "journal" / f"{self.ingest.dataset}-fetch.sqlite"
+
+    @property
+    def download_dir(self) -> Path:
+        """Where live GDELT exports of the configured dataset are downloaded (and ingested from)."""
+        return self.paths.run_dir / "downloads" / self.ingest.dataset
 
     @property
     def quarantine_dir(self) -> Path:

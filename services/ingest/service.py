@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from services.ingest.export_ingest import ingest_file
 from services.ingest.gdelt_reader import source_files
 from services.ingest.journal import Journal
+from services.ingest.live import LivePoller, run_live
 from services.ingest.mapping import MappingConfig
 from services.ingest.store import EventStore
 from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
@@ -41,10 +43,41 @@ class IngestStage:
         )
         self.journal = Journal(config.journal_path)
         self._seen_files: set[str] = set()
+        self._source = config.download_dir if self.settings.live else self.settings.source
+        self._stop_live = threading.Event()
         # GDELT 2.0 files are 15 minutes each: with 15-minute steps a file closes its step.
         self._close_latest = (
             self.mapping.time_field == "dateadded" and self.mapping.step_minutes == 15
         )
+
+    def start_live(self) -> threading.Thread | None:
+        """Download new GDELT 2.0 exports in the background into the folder ``tick`` reads.
+
+        Downloading is slow and may wait on retries, so it runs beside the loop; the store's
+        content hashes make the hand-over idempotent, and the folder survives a crash.
+        """
+        live = self.settings.live
+        if live is None:
+            return None
+        poller = LivePoller(
+            live.base_url,
+            self.config.download_dir,
+            self.config.fetch_ledger_path,
+            backfill=live.backfill,
+        )
+        thread = threading.Thread(
+            target=run_live,
+            args=(poller, lambda _path: None),
+            kwargs={"interval_s": live.interval_s, "stop": self._stop_live},
+            name="live-poller",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self._stop_live.set()
+        self.journal.close()
 
     def handle(self, _socket: str, message: Message) -> list[Route]:
         """A ``done`` from calibrate finishes its work item (duplicates are harmless)."""
@@ -63,7 +96,7 @@ class IngestStage:
         return routes
 
     def _ingest_new_files(self) -> None:
-        source = self.settings.source
+        source = self._source
         if source is None or not source.exists():
             return
         for path in source_files(source):
