@@ -7,7 +7,7 @@ GEOPOL := $(VENV)/bin/geopol
 CONFIG ?= configs/default.yaml
 STAGE ?=
 
-.PHONY: help setup run test lint bench bench-transport pipeline-up pipeline-down restart \
+.PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
         status watch train eval
 
 help:  ## list the targets
@@ -37,6 +37,12 @@ bench:  ## every benchmark, into reports/bench.json and reports/bench.md
 
 bench-transport:  ## wire-protocol throughput against plain pyzmq
 	$(GEOPOL) bench transport
+
+bench-ingest:  ## parse + map + store rows/s against pandas.read_csv
+	$(GEOPOL) bench ingest
+
+dataset:  ## build GDELT-GEORGIA (needs the team data: GEOPOL_DATA_DIR or ../shared/data)
+	$(GEOPOL) dataset gdelt-georgia --overwrite
 
 pipeline-up:  ## start every built stage in the background (logs in var/log/)
 	$(GEOPOL) pipeline up --config $(CONFIG)

@@ -34,11 +34,18 @@ def file_sha256(path: Path) -> str:
 
 
 def _labels(quads: pl.DataFrame, cfg: MappingConfig) -> KeyLabels:
-    """Readable labels for the keys of this batch; CAMEO codes only (names label themselves)."""
-    relations = {code: cameo.relation_label(code) for code in quads["relation"].unique()}
+    """Readable labels for the keys of this batch; CAMEO codes only (names label themselves).
+
+    Keys are listed in row-major order of first appearance because the store registers
+    labelled keys in this order: the same file must always give the same ids.
+    """
+    relations = {
+        code: cameo.relation_label(code) for code in quads["relation"].unique(maintain_order=True)
+    }
     if cfg.entity_key == "actor_name":
         return KeyLabels(relations=relations)
-    actors = pl.concat([quads["subject"], quads["object"]]).unique()
+    actors = quads.select(pl.concat_list("subject", "object").explode()).to_series()
+    actors = actors.unique(maintain_order=True)
     return KeyLabels(
         entities={code: cameo.actor_label(code) for code in actors}, relations=relations
     )

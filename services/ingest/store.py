@@ -369,7 +369,7 @@ class EventStore:
         state = self._state
         entities = state.entities.prefix(len(state.entities))
         relations = state.relations.prefix(len(state.relations))
-        oov = entities.oov_rate(list(dict.fromkeys(_row_major_entities(batch))))
+        oov = entities.oov_rate(_distinct_entities(batch))
         entities.add(list(labels.entities), labels.entities)
         relations.add(list(labels.relations), labels.relations)
         kept = batch.filter(self._keep_mask(batch))
@@ -574,6 +574,11 @@ def _cast(column: pl.Series, dtype: pl.DataType) -> pl.Series:
         raise ValueError(
             f"quads column {column.name!r} ({column.dtype}) is not {dtype}: {err}"
         ) from None
+
+
+def _distinct_entities(batch: pl.DataFrame) -> list[str]:
+    """The batch's entity keys, each once (order irrelevant: for the OOV rate)."""
+    return pl.concat([batch["subject"], batch["object"]]).unique().to_list()
 
 
 def _row_major_entities(batch: pl.DataFrame) -> list[str]:

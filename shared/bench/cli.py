@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"transport": "shared.bench.transport"}
+BENCHES = {"transport": "shared.bench.transport", "ingest": "services.ingest.bench"}
 
 
 def main(argv: list[str] | None = None) -> int:

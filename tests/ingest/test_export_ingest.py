@@ -89,3 +89,12 @@ def test_cli_ingests_the_configured_source(sim_dir, tmp_path, capsys):
     assert (tmp_path / "run" / "store" / "T" / "ingested.jsonl").exists()
     assert ingest_main(["--config", str(config), "--source", str(tmp_path / "absent")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_same_files_always_give_the_same_ids(sim_dir, tmp_path):
+    vocabularies = []
+    for name in ("a", "b"):
+        store = EventStore(tmp_path / name, step_minutes=15, min_free_bytes=0)
+        ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)
+        vocabularies.append((store.entities.keys(), store.relations.keys()))
+    assert vocabularies[0] == vocabularies[1]
