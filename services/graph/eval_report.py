@@ -1,0 +1,168 @@
+"""Merge ranking results into ``reports/eval.json`` and render ``reports/eval.md``.
+
+Layout (REPORTS.md): ``{dataset: {"ranking": {method: {"mrr", "hits@1", "hits@3", "hits@10",
+"filter", "n_queries"}}}}``. Each method entry has a single ``filter`` field, so one entry holds
+one filter: the plain method name (``recurrency``) holds the **time-aware filtered** figures,
+the headline number of the literature, and ``<method>@raw`` (``recurrency@raw``) the raw ones.
+The ``@`` keeps raw entries apart from method names that contain ``-raw`` (``llm-raw``).
+
+A write replaces one method entry and keeps everything else (other methods, datasets and
+sections such as ``tgl-mcq``). Read-modify-write runs under an exclusive lock on a file beside
+the report, so two evaluations finishing together do not lose each other's entry, and every file
+is replaced atomically (temporary file, then rename), so a crash never leaves half a report.
+
+``eval.md`` is rendered from eval.json's ranking sections; the reproducing command and a note
+per entry are kept in ``.eval-md.json`` beside it (REPORTS.md: every figure names the command
+that reproduces it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FILTERS = ("time-aware", "raw")
+METRIC_KEYS = ("mrr", "hits@1", "hits@3", "hits@10")
+RAW_SUFFIX = "@raw"
+
+
+def method_key(method: str, filter_name: str) -> str:
+    """The entry name of ``method`` under ``filter_name``: ``recurrency`` / ``recurrency@raw``."""
+    if filter_name not in FILTERS:
+        raise ValueError(f"filter must be one of {FILTERS}, got {filter_name!r}")
+    return method if filter_name == "time-aware" else method + RAW_SUFFIX
+
+
+def write_ranking(
+    dataset: str,
+    method: str,
+    metrics: dict[str, Any],
+    path: Path = Path("reports/eval.json"),
+    *,
+    command: str | None = None,
+    notes: str | None = None,
+) -> Path:
+    """Store one ranking entry of ``dataset`` and re-render eval.md; returns the json path.
+
+    ``metrics`` needs mrr, hits@1/3/10 (fractions), n_queries and filter; ``method`` must agree
+    with the filter (``method_key``). ``command`` defaults to this process's command line.
+    """
+    entry = _ranking_entry(method, metrics)
+    path = Path(path)
+    with _locked(path):
+        report = _load(path)
+        report.setdefault(dataset, {}).setdefault("ranking", {})[method] = entry
+        sidecar_path = path.parent / ".eval-md.json"
+        sidecar = _load(sidecar_path)
+        sidecar.setdefault(dataset, {})[method] = {
+            "command": command or shlex.join(sys.argv),
+            "notes": notes,
+        }
+        _atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _atomic_write(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        _atomic_write(path.with_suffix(".md"), render_markdown(report, sidecar))
+    return path
+
+
+def _ranking_entry(method: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The REPORTS.md entry, checked: metric fractions in [0, 1], a known filter, n >= 1."""
+    missing = [k for k in (*METRIC_KEYS, "filter", "n_queries") if k not in metrics]
+    if missing:
+        raise ValueError(f"ranking metrics for {method!r} lack {missing}")
+    filter_name = metrics["filter"]
+    if method_key(method.removesuffix(RAW_SUFFIX), filter_name) != method:
+        raise ValueError(
+            f"entry {method!r} cannot hold the {filter_name!r} filter (see method_key)"
+        )
+    entry: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        value = float(metrics[key])
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{method} {key}={value} is not a fraction in [0, 1]")
+        entry[key] = value
+    n = int(metrics["n_queries"])
+    if n < 1:
+        raise ValueError(f"{method}: n_queries must be >= 1, got {n}")
+    entry.update(filter=filter_name, n_queries=n)
+    return entry
+
+
+def render_markdown(report: dict[str, Any], sidecar: dict[str, Any]) -> str:
+    """eval.md: one ranking table per dataset, then the commands and notes behind its rows."""
+    parts = ["# Geopol evaluation", ""]
+    for dataset in sorted(report):
+        ranking = report[dataset].get("ranking")
+        if not ranking:
+            continue
+        parts += [
+            f"## {dataset}: ranking",
+            "",
+            "All entities ranked, single-step (history = the real past), object queries plus "
+            "inverse-relation queries; ties broken at random in expectation. `@raw` rows are "
+            "unfiltered; the others are time-aware filtered.",
+            "",
+            "| method | filter | MRR | Hits@1 | Hits@3 | Hits@10 | queries |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method in sorted(ranking, key=_row_order):
+            m = ranking[method]
+            parts.append(
+                f"| {method} | {m['filter']} | {m['mrr']:.4f} | {m['hits@1']:.4f} | "
+                f"{m['hits@3']:.4f} | {m['hits@10']:.4f} | {m['n_queries']} |"
+            )
+        parts += ["", *_provenance(ranking, sidecar.get(dataset, {})), ""]
+    return "\n".join(parts)
+
+
+def _row_order(method: str) -> tuple[str, bool]:
+    """Each method's time-aware row, then its raw row."""
+    return method.removesuffix(RAW_SUFFIX), method.endswith(RAW_SUFFIX)
+
+
+def _provenance(ranking: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """One bullet per distinct command (the rows it produced), then one per distinct note."""
+    by_command: dict[str, list[str]] = {}
+    notes: dict[str, None] = {}
+    for method in sorted(ranking, key=_row_order):
+        info = recorded.get(method, {})
+        by_command.setdefault(info.get("command") or "(not recorded)", []).append(method)
+        if info.get("notes"):
+            notes[info["notes"]] = None
+    lines = [f"- `{cmd}` -> {', '.join(methods)}" for cmd, methods in by_command.items()]
+    return ["Reproduce:", "", *lines, *(f"- {note}" for note in notes)]
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock for the read-modify-write of ``path`` (released on exit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
