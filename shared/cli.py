@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("shared.serve", "run one stage in the foreground"),
     "status": ("shared.status", "show each stage's liveness and counters"),
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),
+    "train graph": ("services.graph.train", "train RE-GCN on a dataset in RE-Net layout"),
 }
 
 
@@ -38,12 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _parser()
-    if not argv or argv[0] not in COMMANDS:
-        parser.parse_args(argv or ["--help"])  # prints help or the "invalid choice" error
+    two_words = " ".join(argv[:2])  # e.g. "train graph"
+    if two_words in COMMANDS:
+        name, rest = two_words, argv[2:]
+    else:
+        name, rest = (argv[0] if argv else ""), argv[1:]
+    if name not in COMMANDS:
+        _parser().parse_args(argv or ["--help"])  # prints help or the "invalid choice" error
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""``geopol train graph``: train RE-GCN on a temporal-KG benchmark directory.
+
+This module imports no JAX: ``main`` first sets the process's accelerator memory budget
+(``jax_env.configure``, DESIGN.md invariant 3) and only then imports the JAX modules that build
+and train the model (``snapshots``, ``trainer``). The ``geopol`` CLI may therefore import it at
+any time. The training loop itself lives in ``trainer`` (the ``train.py`` of a Flax example);
+this file is the flag parsing of its ``main.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from services.graph import jax_env
+from services.graph.config import ModelConfig, TrainConfig
+from services.ingest.tkg_loader import TkgFormatError, load_tkg
+from shared.log import configure_logging
+
+STATIC_GRAPH_FILE = "e-w-graph.txt"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geopol train graph",
+        description="Train RE-GCN (Li et al., SIGIR 2021) on a TKG benchmark folder "
+        "(train/valid/test.txt, entity2id/relation2id, e-w-graph.txt for the static graph). "
+        "Keeps the epoch with the best validation filtered MRR and writes it as a checked "
+        "artifact (manifest.json + safetensors) to --out.",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="benchmark folder, e.g. .../tkg/ICEWS14"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=TrainConfig.patience,
+        help="stop after this many epochs without a better validation MRR",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=ModelConfig.history,
+        help="history length k (RE-GCN ICEWS14: 3)",
+    )
+    parser.add_argument("--dim", type=int, default=ModelConfig.dim, help="embedding size")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=ModelConfig.num_blocks,
+        help="blocks of the static R-GCN weights (--n-bases); must divide --dim",
+    )
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument(
+        "--mem-fraction",
+        type=float,
+        default=0.5,
+        help="share of accelerator memory this process may use (default 0.5)",
+    )
+    parser.add_argument(
+        "--static",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"use the static entity-word graph ({STATIC_GRAPH_FILE}; default on)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        jax_env.configure(args.mem_fraction)
+    except (RuntimeError, ValueError) as exc:
+        print(f"geopol train graph: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("graph")
+    try:
+        dataset = load_tkg(args.data)
+    except (OSError, TkgFormatError) as exc:
+        print(f"geopol train graph: {exc}", file=sys.stderr)
+        return 2
+    static_path = args.data / STATIC_GRAPH_FILE
+    if args.static and not static_path.is_file():
+        print(f"geopol train graph: {static_path} not found (use --no-static)", file=sys.stderr)
+        return 2
+
+    from services.graph import snapshots, trainer  # JAX starts here, after configure
+
+    static_triples = snapshots.load_static_triples(static_path) if args.static else None
+    num_words, num_kinds = snapshots.static_counts(static_triples) if args.static else (0, 0)
+    try:
+        model_cfg = ModelConfig(
+            num_entities=dataset.num_entities,
+            num_relations=dataset.num_relations,
+            dim=args.dim,
+            history=args.history,
+            use_static=args.static,
+            num_words=num_words,
+            num_static_relations=num_kinds,
+            num_blocks=args.blocks,
+        )
+        train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
+    except ValueError as exc:
+        print(f"geopol train graph: {exc}", file=sys.stderr)
+        return 2
+    result = trainer.train_and_evaluate(
+        dataset, model_cfg, train_cfg, static_triples, args.out, progress=not args.no_progress
+    )
+    summary = {
+        "best_epoch": result.best_epoch,
+        "valid": result.best_valid,
+        "epochs": result.epochs,
+        "compiles": result.compiles,
+        "artifact": str(args.out),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
