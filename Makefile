@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 STAGE ?=
 
 .PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
-        status watch train eval
+        status watch train eval eval-baselines
 
 help:  ## list the targets
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -61,6 +61,19 @@ watch:  ## stream forecasts as they are published (issue: calibrate stage)
 status:  ## liveness and counters of every stage (geopol status exits 1 unless all are up)
 	-@$(GEOPOL) status --config $(CONFIG)
 
-train eval:  ## model training and evaluation (issue 4 onward)
-	@echo "make $@: training and evaluation arrive with the graph stage (issue #4)" >&2
-	@exit 1
+DATA_DIR ?= $(or $(GEOPOL_DATA_DIR),../shared/data)
+EVAL_SETS ?= ICEWS14 ICEWS05-15
+
+train:  ## train RE-GCN on a benchmark: make train DATA=path/to/ICEWS14
+	@test -n "$(DATA)" || { echo "usage: make train DATA=<folder in RE-Net layout>" >&2; exit 2; }
+	$(GEOPOL) train graph --data $(DATA) --out var/artifacts/regcn/$(notdir $(DATA))
+
+eval:  ## ranking evaluation on ICEWS14, ICEWS05-15 and GDELT-GEORGIA into reports/eval.json
+	@for set in $(EVAL_SETS); do $(GEOPOL) eval --data $(DATA_DIR)/tkg/$$set || exit 1; done
+	$(GEOPOL) dataset gdelt-georgia --overwrite --out var/datasets/GDELT-GEORGIA
+	$(GEOPOL) eval --data var/datasets/GDELT-GEORGIA
+
+eval-baselines:  ## the same with the baselines only (minutes, not hours, on a CPU)
+	@for set in $(EVAL_SETS); do $(GEOPOL) eval --baselines-only --data $(DATA_DIR)/tkg/$$set || exit 1; done
+	$(GEOPOL) dataset gdelt-georgia --overwrite --out var/datasets/GDELT-GEORGIA
+	$(GEOPOL) eval --baselines-only --data var/datasets/GDELT-GEORGIA

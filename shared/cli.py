@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("services.ingest.simulator.cli", "write a simulated GDELT 2.0 world to files"),
     "ingest": ("services.ingest.cli", "load GDELT exports into the event store"),
     "dataset": ("services.ingest.datasets", "build benchmark datasets (GDELT-GEORGIA) from GDELT"),
+    "eval": ("services.graph.evaluate", "evaluate every ranking method on a benchmark folder"),
     "eval-baselines": ("services.graph.baselines", "frequency and recurrency baselines (ranking)"),
     "pipeline": ("shared.pipeline", "start, stop or restart the stage processes"),
     "serve": ("shared.serve", "run one stage in the foreground"),

@@ -367,15 +367,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+def run(
+    data: Path, name: str | None, reports: Path
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Tune on valid, evaluate test, write every method to ``reports``; returns the metrics."""
     started = time.perf_counter()
-    bench = Benchmark.from_dataset(load_tkg(args.data), args.name)
+    bench = Benchmark.from_dataset(load_tkg(data), name)
     params = tune_recurrency(bench)
     tuned = time.perf_counter()
     results = evaluate(bench, params)
     done = time.perf_counter()
-    command = _command(args)
+    command = _command(data, name, reports)
     notes = f"recurrency hyper-parameters chosen on valid: {params.describe()}"
     for method, by_filter in results.items():
         for filter_name, metrics in by_filter.items():
@@ -383,21 +385,27 @@ def main(argv: list[str] | None = None) -> int:
                 bench.name,
                 eval_report.method_key(method, filter_name),
                 {**metrics, "filter": filter_name},
-                args.reports / "eval.json",
+                reports / "eval.json",
                 command=command,
                 notes=notes if method.startswith("recurrency") else None,
             )
     print(_table(bench.name, results))
     print(notes)
     print(f"tuning {tuned - started:.1f} s, test evaluation {done - tuned:.1f} s")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    run(args.data, args.name, args.reports)
     return 0
 
 
-def _command(args: argparse.Namespace) -> str:
-    words = ["geopol", "eval-baselines", "--data", str(args.data)]
-    if args.name:
-        words += ["--name", args.name]
-    return shlex.join([*words, "--reports", str(args.reports)])
+def _command(data: Path, name: str | None, reports: Path) -> str:
+    words = ["geopol", "eval-baselines", "--data", str(data)]
+    if name:
+        words += ["--name", name]
+    return shlex.join([*words, "--reports", str(reports)])
 
 
 def _table(name: str, results: dict[str, dict[str, dict[str, float | int]]]) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.graph import jax_env
 from services.graph.config import ModelConfig, TrainConfig
-from services.ingest.tkg_loader import TkgFormatError, load_tkg
+from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared.log import configure_logging
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"
@@ -71,6 +73,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train: the flags of ``geopol train graph`` (also used by ``geopol eval``)."""
+
+    data: Path
+    out: Path | None
+    epochs: int = TrainConfig.epochs
+    patience: int = TrainConfig.patience
+    history: int = ModelConfig.history
+    dim: int = ModelConfig.dim
+    blocks: int = ModelConfig.num_blocks
+    seed: int = TrainConfig.seed
+    static: bool = True
+    progress: bool = True
+
+
+class TrainError(ValueError):
+    """The request cannot be trained (missing file, inconsistent sizes); the message says why."""
+
+
+def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
+    """Train RE-GCN as requested and return the trainer's result.
+
+    Call only after ``jax_env.configure``: this is where the JAX modules are first imported.
+    """
+    static_path = request.data / STATIC_GRAPH_FILE
+    if request.static and not static_path.is_file():
+        raise TrainError(f"{static_path} not found (use --no-static)")
+
+    from services.graph import snapshots, trainer  # JAX starts here, after configure
+
+    static_triples = snapshots.load_static_triples(static_path) if request.static else None
+    num_words, num_kinds = snapshots.static_counts(static_triples) if request.static else (0, 0)
+    try:
+        model_cfg = ModelConfig(
+            num_entities=dataset.num_entities,
+            num_relations=dataset.num_relations,
+            dim=request.dim,
+            history=request.history,
+            use_static=request.static,
+            num_words=num_words,
+            num_static_relations=num_kinds,
+            num_blocks=request.blocks,
+        )
+        train_cfg = TrainConfig(epochs=request.epochs, patience=request.patience, seed=request.seed)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
+    return trainer.train_and_evaluate(
+        dataset, model_cfg, train_cfg, static_triples, request.out, progress=request.progress
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -79,38 +133,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geopol train graph: {exc}", file=sys.stderr)
         return 2
     configure_logging("graph")
+    request = TrainRequest(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        patience=args.patience,
+        history=args.history,
+        dim=args.dim,
+        blocks=args.blocks,
+        seed=args.seed,
+        static=args.static,
+        progress=not args.no_progress,
+    )
     try:
         dataset = load_tkg(args.data)
-    except (OSError, TkgFormatError) as exc:
+        result = train_graph(request, dataset)
+    except (OSError, TkgFormatError, TrainError) as exc:
         print(f"geopol train graph: {exc}", file=sys.stderr)
         return 2
-    static_path = args.data / STATIC_GRAPH_FILE
-    if args.static and not static_path.is_file():
-        print(f"geopol train graph: {static_path} not found (use --no-static)", file=sys.stderr)
-        return 2
-
-    from services.graph import snapshots, trainer  # JAX starts here, after configure
-
-    static_triples = snapshots.load_static_triples(static_path) if args.static else None
-    num_words, num_kinds = snapshots.static_counts(static_triples) if args.static else (0, 0)
-    try:
-        model_cfg = ModelConfig(
-            num_entities=dataset.num_entities,
-            num_relations=dataset.num_relations,
-            dim=args.dim,
-            history=args.history,
-            use_static=args.static,
-            num_words=num_words,
-            num_static_relations=num_kinds,
-            num_blocks=args.blocks,
-        )
-        train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
-    except ValueError as exc:
-        print(f"geopol train graph: {exc}", file=sys.stderr)
-        return 2
-    result = trainer.train_and_evaluate(
-        dataset, model_cfg, train_cfg, static_triples, args.out, progress=not args.no_progress
-    )
     summary = {
         "best_epoch": result.best_epoch,
         "valid": result.best_valid,

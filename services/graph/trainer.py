@@ -29,7 +29,7 @@ import structlog
 from tqdm import tqdm
 
 from services.graph import model, ranking
-from services.graph.artifact import DataInfo, save, vocab_sha256
+from services.graph.artifact import DataInfo, load, save, vocab_sha256
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.queries import step_queries, with_inverse
 from services.graph.snapshots import (
@@ -370,3 +370,26 @@ def _check_dataset(
         )
     if cfg.use_static and static_triples is None:
         raise ValueError("use_static is on but no static (entity-word) triples were given")
+
+
+def evaluate_artifact(
+    directory: Path, dataset: TkgDataset, split: str = "test"
+) -> dict[str, dict[str, float]]:
+    """Raw and time-aware filtered metrics of a saved model on ``split`` of ``dataset``.
+
+    The manifest is checked against the dataset's sizes before anything large is loaded.
+    """
+    artifact = load(
+        directory, num_entities=dataset.num_entities, num_relations=dataset.num_relations
+    )
+    cfg = artifact.model_config
+    saved = artifact.manifest["train_config"]
+    train_cfg = TrainConfig(**{**saved, "buckets": tuple(saved["buckets"])})
+    timeline = build_timeline(dataset, train_cfg)
+    graph = (
+        static_graph(artifact.static_triples, dataset.num_entities)[0] if cfg.use_static else None
+    )
+    predict_step = make_predict_step(cfg, TraceCounter())
+    return evaluate(
+        predict_step, artifact.params, artifact.batch_stats, timeline, split, graph, cfg
+    )
