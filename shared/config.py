@@ -151,6 +151,20 @@ class IngestConfig(_Section):
         return self
 
 
+class GraphConfig(_Section):
+    """The graph stage: which RE-GCN artifact it serves and what it sends per query.
+
+    ``artifact`` None means RUN_DIR/artifacts/regcn/DATASET (where ``make train`` writes);
+    ``steps`` is T (historical embeddings per entity), ``candidates`` is K.
+    """
+
+    artifact: PathValue | None = None
+    mem_fraction: float = Field(default=0.5, gt=0, le=1)
+    steps: int = Field(default=3, gt=0)
+    candidates: int = Field(default=10, gt=1)
+    min_bucket: int = Field(default=64, gt=0)
+
+
 class Config(_Section):
     """A whole way to run the pipeline."""
 
@@ -159,6 +173,7 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     ingest: IngestConfig = IngestConfig()
+    graph: GraphConfig = GraphConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
     def stage(self, name: str) -> StageConfig:
@@ -168,6 +183,12 @@ class Config(_Section):
                 f"config {self.name!r} defines no stage {name!r} ({sorted(self.stages)})"
             )
         return self.stages[name]
+
+    @property
+    def graph_artifact(self) -> Path:
+        """The RE-GCN artifact the graph stage serves."""
+        default = self.paths.run_dir / "artifacts" / "regcn" / self.ingest.dataset
+        return self.graph.artifact or default
 
     @property
     def dead_letter_dir(self) -> Path:

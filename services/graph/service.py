@@ -1,0 +1,208 @@
+"""The graph stage process: keep the recent history, answer each query with embeddings.
+
+A thin loop (shared.runtime) around :class:`GraphStage`. A SNAPSHOT advances the history window;
+a QUERY ``(s, r, ?, t)`` is answered on the ``embeddings`` socket with the subject's T-step
+embeddings, the relation embedding, the model's own top-K candidates (live protocol) with their
+T-step embeddings and scores, and the lineage (graph artifact, data cut-off). The T-step
+embeddings are computed once per window state and cached, not once per query.
+
+The answer is a pure function of the query, the event store and the artifact, so a re-sent query
+gets the same answer again (DESIGN.md invariant 1: the publisher drops the duplicate). A query
+whose history the window lacks (snapshot missed, or a fresh start) rebuilds the window from the
+store first; a late query the window has moved past is answered from a separate history built
+from the store, never from facts at or after its step.
+
+This module imports no JAX: ``main`` sets the memory budget (``jax_env.configure``, invariant 3)
+before the JAX modules are imported in :func:`build_stage`, and :class:`GraphStage` only calls
+methods of the model and window it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from services.graph import jax_env
+from services.graph.artifact import ArtifactError, load, vocab_sha256
+from services.ingest.store import EventStore, StoreError
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.ids import frame_to_ids
+from shared.log import configure_logging, get_logger
+from shared.protocol import Message, MessageType, new_message
+from shared.runtime import Route, StageRuntime
+
+if TYPE_CHECKING:
+    from services.graph.embeddings import GraphModel, WindowEmbeddings
+    from services.graph.history import RecentWindow
+
+log = get_logger(__name__)
+OUT = "embeddings"
+ACCEPTS = {"queries": frozenset({MessageType.SNAPSHOT, MessageType.QUERY})}
+
+
+class GraphStage:
+    """State and behaviour of the graph stage, independent of sockets."""
+
+    def __init__(
+        self, graph_model: GraphModel, window: RecentWindow, store: EventStore, candidates: int
+    ) -> None:
+        self.graph_model = graph_model
+        self.window = window
+        self.store = store
+        self.candidates = candidates
+        self._cache: tuple[int, WindowEmbeddings] | None = None
+
+    def handle(self, _socket: str, message: Message) -> list[Route]:
+        """SNAPSHOT: advance the window (no reply). QUERY: one EMBEDDINGS reply."""
+        if message.type is MessageType.SNAPSHOT:
+            self._on_snapshot(message)
+            return []
+        if message.type is MessageType.QUERY:
+            return [(OUT, self._on_query(message))]
+        raise ValueError(f"the graph stage does not handle {message.type} messages")
+
+    # -- snapshots -------------------------------------------------------------------------
+    def _on_snapshot(self, message: Message) -> None:
+        step = _int_meta(message.meta, "step")
+        triples = _snapshot_triples(message)
+        horizon = self.window.horizon
+        if horizon is not None and step <= horizon:
+            log.debug("snapshot_already_seen", step=step, horizon=horizon)
+            return
+        if self._missed_before(step):
+            self.window.rebuild(self.store, before=step)
+        self.window.advance(step, triples)
+        log.info("snapshot_applied", step=step, facts=len(triples))
+
+    def _missed_before(self, step: int) -> bool:
+        """Whether the store holds a step between the horizon and ``step`` (or nothing is known)."""
+        horizon = self.window.horizon
+        return horizon is None or any(horizon < t < step for t in self.store.steps())
+
+    # -- queries ---------------------------------------------------------------------------
+    def _on_query(self, message: Message) -> Message:
+        meta = message.meta
+        step, subject, relation = (_int_meta(meta, key) for key in ("step", "subject", "relation"))
+        self._check_vocabulary(subject, relation)
+        emb = self._embeddings_for(step)
+        candidates, frames = self.graph_model.live(emb, subject, relation, self.candidates)
+        return new_message(
+            MessageType.EMBEDDINGS,
+            message.id,
+            frames,
+            trace_id=message.trace_id,
+            meta={
+                **meta,
+                "protocol": "live",
+                "candidates": [int(c) for c in candidates],
+                "graph_artifact": self.graph_model.artifact_id,
+                "data_cutoff": emb.cutoff,
+            },
+        )
+
+    def _check_vocabulary(self, subject: int, relation: int) -> None:
+        cfg = self.graph_model.cfg
+        if not 0 <= subject < cfg.num_entities or not 0 <= relation < cfg.num_relations_total:
+            raise ValueError(
+                f"query (s={subject}, r={relation}) is outside the graph artifact's vocabulary "
+                f"({cfg.num_entities} entities, {cfg.num_relations_total} relations)"
+            )
+
+    def _embeddings_for(self, step: int) -> WindowEmbeddings:
+        """The T-step embeddings from the history strictly before ``step``."""
+        window = self.window
+        if window.horizon is None or window.horizon < step - 1:
+            window.rebuild(self.store, before=step)
+        if window.last_step is not None and window.last_step >= step:
+            log.info("late_query", step=step, window_last=window.last_step)
+            past = window.fresh()
+            past.rebuild(self.store, before=step)
+            return self.graph_model.embed(past)
+        if self._cache is None or self._cache[0] != window.version:
+            self._cache = (window.version, self.graph_model.embed(window))
+        return self._cache[1]
+
+
+def _int_meta(meta: Mapping[str, Any], key: str) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"meta field {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _snapshot_triples(message: Message) -> np.ndarray:
+    """The snapshot's ``[n, 3]`` frame as int64 ids (ingest sends exactly one such frame)."""
+    if len(message.frames) != 1 or message.frames[0].ndim != 2 or message.frames[0].shape[1] != 3:
+        shapes = [list(frame.shape) for frame in message.frames]
+        raise ValueError(f"a snapshot carries one [n, 3] frame, got {shapes}")
+    return frame_to_ids(message.frames[0])
+
+
+# --------------------------------------------------------------------------- process
+
+
+def check_vocabulary(store: EventStore, manifest: dict[str, Any]) -> None:
+    """Refuse a store whose ids are not the artifact's (invariant 4): embeddings would silently
+    belong to other entities. Verifiable once the store holds the artifact's whole vocabulary."""
+    data = manifest["data"]
+    entities, relations = store.entities.keys(), store.relations.keys()
+    if len(entities) < data["num_entities"] or len(relations) < data["num_relations"]:
+        log.warning("vocabulary_unverified", store_entities=len(entities))
+        return
+    found = (
+        vocab_sha256(entities[: data["num_entities"]]),
+        vocab_sha256(relations[: data["num_relations"]]),
+    )
+    if found != (data["entities_sha256"], data["relations_sha256"]):
+        raise ArtifactError(
+            f"event store {store.root}: its first {data['num_entities']} entities / "
+            f"{data['num_relations']} relations are not the vocabulary the graph artifact was "
+            "trained on (vocabulary sha256 differs)"
+        )
+
+
+def build_stage(config: Config) -> GraphStage:
+    """Load and check the artifact, then start JAX. Call only after ``jax_env.configure``."""
+    settings = config.graph
+    artifact = load(config.graph_artifact)  # manifest and hashes checked, numpy only
+    store = EventStore(config.store_dir, step_minutes=config.ingest.mapping.step_minutes)
+    check_vocabulary(store, artifact.manifest)
+
+    from services.graph.embeddings import GraphModel  # JAX starts here, after configure
+    from services.graph.history import RecentWindow
+
+    graph_model = GraphModel.from_artifact(artifact)
+    cfg = graph_model.cfg
+    window = RecentWindow(
+        cfg.num_entities, cfg.num_relations, cfg.history, settings.steps, settings.min_bucket
+    )
+    log.info("graph_model_loaded", artifact=graph_model.artifact_id, steps=settings.steps)
+    return GraphStage(graph_model, window, store, settings.candidates)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geopol serve graph", description=__doc__)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        jax_env.configure(config.graph.mem_fraction)  # before anything imports jax
+        configure_logging("graph", config.logging.level, config.logging.format)
+        stage = build_stage(config)
+    except (OSError, ArtifactError, ConfigError, StoreError, RuntimeError, ValueError) as exc:
+        print(f"geopol serve graph: {exc}", file=sys.stderr)
+        return 2
+    return StageRuntime("graph", config, stage.handle, accepts=ACCEPTS).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The graph stage: snapshots advance its window, queries get checked EMBEDDINGS replies that
+equal the model's own computation and the export's rows, whatever order messages arrive in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.graph import embeddings
+from services.graph.artifact import ArtifactError, read_manifest
+from services.graph.embeddings import QueryFrames
+from services.graph.export import ExportRequest, export_embeddings, load_export
+from services.graph.history import RecentWindow
+from services.graph.service import GraphStage, check_vocabulary
+from services.ingest.work import snapshot_message
+from shared.ids import query_id
+from shared.protocol import MessageType, decode, encode, new_message
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+T, K = 3, 4
+
+
+def make_stage(graph_model, tiny, store) -> GraphStage:
+    window = RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T)
+    return GraphStage(graph_model, window, store, K)
+
+
+def snapshot(tiny, t: int):
+    return snapshot_message("TINY", t, tiny.triples_at(t), tiny.num_entities, tiny.num_relations)
+
+
+def query(t: int, s: int, r: int, attempt: int = 1):
+    meta = {"dataset": "TINY", "step": t, "subject": s, "relation": r, "attempt": attempt}
+    return new_message(MessageType.QUERY, query_id("TINY", t, s, r), [], meta=meta)
+
+
+def direct_answer(graph_model, tiny, t: int, s: int, r: int):
+    """Candidates and frames computed straight from a window of the real steps before ``t``."""
+    window = RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T)
+    for step in range(t):
+        window.advance(step, tiny.triples_at(step))
+    return graph_model.live(graph_model.embed(window), s, r, K)
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny):
+    return tiny.open_store(tmp_path / "store")
+
+
+def test_snapshot_then_query_replies_with_checked_embeddings(graph_model, tiny, store) -> None:
+    tiny.append_steps(store, range(6))
+    stage = make_stage(graph_model, tiny, store)
+    for t in range(6):
+        assert stage.handle("queries", snapshot(tiny, t)) == []
+    asked = query(6, 3, 1, attempt=2)
+    [(socket, reply)] = stage.handle("queries", asked)
+    assert socket == "embeddings" and reply.type is MessageType.EMBEDDINGS
+    assert (reply.id, reply.trace_id) == (asked.id, asked.trace_id)
+    d = tiny.cfg.dim
+    assert [f.shape for f in reply.frames] == [(T, d), (d,), (K, T, d), (K,)]
+    assert all(f.dtype == np.float32 and np.isfinite(f).all() for f in reply.frames)
+    assert {k: reply.meta[k] for k in asked.meta} == dict(asked.meta)
+    assert reply.meta["graph_artifact"] == graph_model.artifact_id
+    assert reply.meta["data_cutoff"] == 5 and reply.meta["protocol"] == "live"
+    assert len(reply.meta["candidates"]) == K
+
+    received = decode(encode(reply), accept=frozenset({MessageType.EMBEDDINGS}))
+    assert (received.id, received.trace_id, received.meta) == (reply.id, reply.trace_id, reply.meta)
+    for sent, got in zip(reply.frames, received.frames, strict=True):
+        np.testing.assert_array_equal(sent, got)
+
+    candidates, frames = direct_answer(graph_model, tiny, 6, 3, 1)
+    assert reply.meta["candidates"] == candidates.tolist()
+    for sent, expected in zip(reply.frames, frames, strict=True):
+        np.testing.assert_allclose(sent, expected, rtol=1e-6)
+
+
+def test_embeddings_are_computed_once_per_snapshot_not_per_query(
+    graph_model, tiny, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = embeddings.window_embeddings
+    monkeypatch.setattr(embeddings, "window_embeddings", lambda *a: calls.append(1) or real(*a))
+    tiny.append_steps(store, range(6))
+    stage = make_stage(graph_model, tiny, store)
+    for t in range(5):
+        stage.handle("queries", snapshot(tiny, t))
+    for s, r in [(0, 0), (1, 2), (4, 1)]:
+        stage.handle("queries", query(5, s, r))
+    assert len(calls) == 1
+    stage.handle("queries", snapshot(tiny, 5))
+    stage.handle("queries", query(6, 0, 0))
+    stage.handle("queries", query(6, 2, 2))
+    assert len(calls) == 2
+
+
+def test_a_query_before_its_snapshot_rebuilds_the_window_from_the_store(
+    graph_model, tiny, store
+) -> None:
+    tiny.append_steps(store, range(6))  # ingest stored steps 0..5; no snapshot reached us
+    stage = make_stage(graph_model, tiny, store)
+    [(_, reply)] = stage.handle("queries", query(6, 7, 2))
+    assert stage.window.horizon == 5 and stage.window.snapshot_steps == [2, 3, 4, 5]
+    candidates, frames = direct_answer(graph_model, tiny, 6, 7, 2)
+    assert reply.meta["candidates"] == candidates.tolist()
+    for sent, expected in zip(reply.frames, frames, strict=True):
+        np.testing.assert_allclose(sent, expected, rtol=1e-6)
+    # the late snapshots arrive afterwards: already covered, so nothing changes
+    version = stage.window.version
+    stage.handle("queries", snapshot(tiny, 5))
+    assert stage.window.version == version
+
+
+def test_a_missed_snapshot_is_read_from_the_store(graph_model, tiny, store) -> None:
+    tiny.append_steps(store, range(5))
+    stage = make_stage(graph_model, tiny, store)
+    for t in (0, 1, 2, 4):  # the snapshot of step 3 was lost on the way
+        stage.handle("queries", snapshot(tiny, t))
+    assert stage.window.snapshot_steps == [1, 2, 3, 4]
+
+
+def test_a_late_query_never_sees_its_own_step_or_later(graph_model, tiny, store) -> None:
+    tiny.append_steps(store, range(9))
+    stage = make_stage(graph_model, tiny, store)
+    for t in range(9):
+        stage.handle("queries", snapshot(tiny, t))
+    [(_, reply)] = stage.handle("queries", query(5, 1, 0, attempt=3))  # a re-sent query
+    candidates, frames = direct_answer(graph_model, tiny, 5, 1, 0)
+    assert reply.meta["candidates"] == candidates.tolist() and reply.meta["data_cutoff"] == 4
+    for sent, expected in zip(reply.frames, frames, strict=True):
+        np.testing.assert_allclose(sent, expected, rtol=1e-6)
+    assert stage.window.snapshot_steps == [5, 6, 7, 8]  # the live window is left as it was
+
+
+def test_a_query_outside_the_artifact_vocabulary_is_refused(graph_model, tiny, store) -> None:
+    stage = make_stage(graph_model, tiny, store)
+    with pytest.raises(ValueError, match="vocabulary"):
+        stage.handle("queries", query(3, tiny.num_entities, 0))
+
+
+def test_a_store_with_another_vocabulary_is_refused(
+    tiny, store, tmp_path: Path, artifact_dir: Path
+) -> None:
+    manifest = read_manifest(artifact_dir)
+    tiny.append_steps(store, range(2))
+    check_vocabulary(store, manifest)  # the artifact's names in the artifact's order
+    other = tiny.open_store(tmp_path / "other")
+    tiny.append_steps(other, range(2), entity_order=tiny.entity_names[::-1])
+    with pytest.raises(ArtifactError, match="vocabulary"):
+        check_vocabulary(other, manifest)
+
+
+def test_service_replies_equal_the_exported_rows(
+    graph_model, tiny, store, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
+) -> None:
+    out = tmp_path / "export"
+    export_embeddings(
+        ExportRequest(
+            artifact=artifact_dir, data=benchmark_dir, split="test", protocol="live",
+            k=K, out=out, steps=T,
+        )
+    )  # fmt: skip
+    exported = load_export(out)
+    tiny.append_steps(store, range(12))
+    stage = make_stage(graph_model, tiny, store)
+    queries = exported.arrays["queries"]
+    fed = 0
+    for i, (s, r, _, t) in enumerate(queries.tolist()):  # in time order
+        while fed < t:
+            stage.handle("queries", snapshot(tiny, fed))
+            fed += 1
+        [(_, reply)] = stage.handle("queries", query(t, s, r))
+        assert reply.meta["candidates"] == exported.arrays["candidate_ids"][i].tolist()
+        for frame, name in zip(reply.frames, QueryFrames._fields, strict=True):
+            np.testing.assert_allclose(frame, exported.arrays[name][i], rtol=1e-6, atol=1e-7)
+
+
+def test_the_service_module_imports_neither_jax_nor_torch() -> None:
+    code = (
+        "import json, sys\n"
+        "import services.graph.service, services.graph.export\n"
+        "print(json.dumps({m: m in sys.modules for m in ('jax', 'jaxlib', 'torch')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "jax": False, "jaxlib": False, "torch": False
+    }  # fmt: skip
