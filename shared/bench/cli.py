@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"transport": "shared.bench.transport", "ingest": "services.ingest.bench"}
+BENCHES = {
+    "transport": "shared.bench.transport",
+    "ingest": "services.ingest.bench",
+    "graph": "services.graph.bench",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

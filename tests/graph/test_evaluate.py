@@ -70,3 +70,29 @@ def test_eval_trains_then_reuses_and_reports_every_method(tmp_path):
 def test_eval_names_a_missing_folder(tmp_path):
     result = geopol_eval("--data", str(tmp_path / "absent"), "--baselines-only")
     assert result.returncode == 2 and "absent" in result.stderr
+
+
+def test_graph_bench_writes_its_section(tmp_path):
+    write_toy(tmp_path / "TOY")
+    code = "import sys; from shared.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "bench",
+            "graph",
+            "--data",
+            str(tmp_path / "TOY"),
+            "--reports",
+            str(tmp_path / "rep"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    section = json.loads((tmp_path / "rep" / "bench.json").read_text())["graph"]
+    assert section["dataset"] == "TOY" and section["epoch_s"] > 0
+    assert 1 <= section["jit_compiles"] <= 10 and section["peak_rss_mb"] > 50
+    assert "geopol bench graph" in (tmp_path / "rep" / "bench.md").read_text()
