@@ -2,7 +2,8 @@
 
 One function per file so the ingest service (live polling) and the one-shot ``geopol ingest``
 share exactly the same path; files already in the store are recognised by content hash and
-skipped before they are parsed.
+skipped before they are parsed. The file is read once: the bytes that are hashed are the bytes
+that are parsed, and only the columns the mapping uses are built (every row is still checked).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from tqdm import tqdm
 
 from services.ingest import cameo
 from services.ingest.gdelt_reader import read_export, source_files
-from services.ingest.mapping import MappingConfig, to_quadruples
+from services.ingest.mapping import NO_ACTOR, MappingConfig, to_quadruples
 from services.ingest.store import EventStore, IngestStats, KeyLabels
-from services.ingest.vocab import atomic_write
+from services.ingest.vocab import atomic_write, first_appearance
 from shared.log import get_logger
 
 log = get_logger(__name__)
@@ -33,6 +34,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_hashed(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and their hex sha256 (``file_sha256``): one read serves both the
+    already-ingested check and the parse."""
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 def _labels(quads: pl.DataFrame, cfg: MappingConfig) -> KeyLabels:
     """Readable labels for the keys of this batch; CAMEO codes only (names label themselves).
 
@@ -44,10 +52,13 @@ def _labels(quads: pl.DataFrame, cfg: MappingConfig) -> KeyLabels:
     }
     if cfg.entity_key == "actor_name":
         return KeyLabels(relations=relations)
-    actors = quads.select(pl.concat_list("subject", "object").explode()).to_series()
-    actors = actors.unique(maintain_order=True)
+    actors = first_appearance(quads, ("subject", "object"))
     return KeyLabels(
-        entities={code: cameo.actor_label(code) for code in actors}, relations=relations
+        entities={
+            code: "no second actor" if code == NO_ACTOR else cameo.actor_label(code)
+            for code in actors
+        },
+        relations=relations,
     )
 
 
@@ -67,11 +78,12 @@ def ingest_file(
     now: datetime | None = None,
 ) -> IngestStats | None:
     """Ingest one export; returns None when its content is already in the store."""
-    sha = file_sha256(path)
+    data, sha = read_hashed(path)
     if store.has_source(sha):
         log.info("ingest_skipped", source=path.name, reason="already_ingested")
         return None
-    read = read_export(path, now=now)
+    read = read_export(path, now=now, columns=cfg.needed_columns, data=data)
+    del data  # the rows are typed now; free the raw bytes before mapping and storing
     if read.quarantine.height:
         where = _write_quarantine(read.quarantine, quarantine_dir, path.name)
         log.warning("rows_quarantined", source=path.name, file=str(where), **read.quarantined)

@@ -14,7 +14,7 @@ anywhere. Filters run in this order and a row is counted under the first one tha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -44,6 +44,9 @@ RELATION_COLUMNS: Mapping[str, str] = {
 
 TIME_COLUMNS: Mapping[str, str] = {"sqldate": "SQLDATE", "dateadded": "DATEADDED"}
 
+_FACT_COLUMNS = ("GoldsteinScale", "NumMentions", "QuadClass", "IsRootEvent")
+"""Columns read whatever the config: the quadruple's attributes and the root-event flag."""
+
 QUAD_SCHEMA: Mapping[str, pl.DataType] = {
     "event_id": pl.Int64(),
     "subject": pl.String(),
@@ -60,6 +63,8 @@ MINUTES_PER_DAY = 1440
 STEP_GRANULARITY_MINUTES = 15
 """GDELT 2.0 publishes every 15 minutes; a finer step would only create empty steps."""
 
+_KEEP = "_keep_"  # prefix of the per-filter keep flags while filtering
+
 FILTER_REASONS: tuple[str, ...] = (
     "duplicate_event",
     "not_root_event",
@@ -70,6 +75,10 @@ FILTER_REASONS: tuple[str, ...] = (
 )
 
 
+NO_ACTOR = "-"
+"""The entity standing for "no second actor" when ``require_both_actors`` is off."""
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     """How GDELT rows become quadruples; invalid combinations fail at construction.
@@ -77,8 +86,9 @@ class MappingConfig:
     ``step_minutes`` must be a positive multiple of 15. A step shorter than a day needs
     ``time_field="dateadded"`` (SQLDATE only knows the day), and with ``"sqldate"`` the step must
     be whole days. ``min_mentions`` of 0 keeps rows whose NumMentions is missing. With
-    ``require_both_actors=False`` a row needs an entity on one side only and the other side of its
-    quadruple is null; a row with neither is still dropped as ``missing_actor``.
+    ``require_both_actors=False`` a row needs an entity on one side only; the other side of its
+    quadruple becomes the entity ``NO_ACTOR`` (a quadruple always has two ends, and the store
+    refuses null keys); a row with neither is still dropped as ``missing_actor``.
     """
 
     entity_key: EntityKey = "actor_code"
@@ -107,6 +117,20 @@ class MappingConfig:
                 f"(GDELT 2.0's 15-minute DATEADDED) for sub-day steps"
             )
 
+    @property
+    def needed_columns(self) -> tuple[str, ...]:
+        """The canonical GDELT columns ``to_quadruples`` reads under this config, so a reader can
+        skip building the others (``read_export(..., columns=cfg.needed_columns)``)."""
+        subject_col, object_col = ENTITY_COLUMNS[self.entity_key]
+        return (
+            "GLOBALEVENTID",
+            subject_col,
+            RELATION_COLUMNS[self.relation_level],
+            object_col,
+            TIME_COLUMNS[self.time_field],
+            *_FACT_COLUMNS,
+        )
+
 
 @dataclass(frozen=True)
 class MappingResult:
@@ -125,23 +149,33 @@ def to_quadruples(rows: pl.DataFrame, cfg: MappingConfig) -> MappingResult:
     SQLDATE at 00:00 UTC or DATEADDED. SQLDATE may be ``pl.Date`` or an integer ``YYYYMMDD``.
     """
     subject_col, object_col = ENTITY_COLUMNS[cfg.entity_key]
+    keys = {
+        "subject": subject_col,
+        "relation": RELATION_COLUMNS[cfg.relation_level],
+        "object": object_col,
+    }
+    unclean = _unclean_columns(rows, keys.values())
     frame = rows.select(
         pl.col("GLOBALEVENTID").cast(pl.Int64).alias("event_id"),
-        _nonempty(subject_col).alias("subject"),
-        _nonempty(RELATION_COLUMNS[cfg.relation_level]).alias("relation"),
-        _nonempty(object_col).alias("object"),
+        *(
+            (_nonempty(column) if column in unclean else pl.col(column).cast(pl.String)).alias(name)
+            for name, column in keys.items()
+        ),
         _step_index(rows.schema[TIME_COLUMNS[cfg.time_field]], cfg).alias("t"),
         pl.col("GoldsteinScale").cast(pl.Float64).alias("goldstein"),
         pl.col("NumMentions").cast(pl.Int64).alias("num_mentions"),
         pl.col("QuadClass").cast(pl.Int8).alias("quad_class"),
         pl.col("IsRootEvent").cast(pl.Int8).alias("_is_root"),
     )
-    dropped: dict[str, int] = {}
-    for reason, keep in _filters(cfg):
-        before = frame.height
-        frame = frame.filter(keep)
-        dropped[reason] = before - frame.height
-    quads = frame.select(list(QUAD_SCHEMA))
+    filters = _filters(cfg, has_duplicates=frame["event_id"].n_unique() < frame.height)
+    flagged = frame.with_columns(
+        keep.fill_null(False).alias(_KEEP + reason) for reason, keep in filters
+    )
+    dropped = _dropped_by_first_failure(flagged, [reason for reason, _ in filters])
+    kept = pl.all_horizontal(pl.col(_KEEP + reason) for reason, _ in filters)
+    quads = flagged.filter(kept).select(list(QUAD_SCHEMA))
+    if not cfg.require_both_actors:
+        quads = quads.with_columns(pl.col("subject", "object").fill_null(NO_ACTOR))
     log.info(
         "quadruples_mapped",
         rows_in=rows.height,
@@ -163,13 +197,20 @@ def step_start(t: int, step_minutes: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(minutes=t * step_minutes)
 
 
-def _filters(cfg: MappingConfig) -> list[tuple[str, pl.Expr]]:
-    """(reason, rows to keep) in application order; disabled filters keep everything."""
+def _filters(cfg: MappingConfig, *, has_duplicates: bool) -> list[tuple[str, pl.Expr]]:
+    """(reason, rows to keep) in application order; disabled filters keep everything.
+
+    ``has_duplicates`` (whether any event id repeats) lets a frame without repeats, the usual
+    case, skip ``is_first_distinct``, which costs far more than counting distinct ids.
+    """
     keep_all = pl.lit(True)
     has_subject, has_object = pl.col("subject").is_not_null(), pl.col("object").is_not_null()
     mentions = pl.col("num_mentions") >= cfg.min_mentions
     return [
-        ("duplicate_event", pl.col("event_id").is_first_distinct() if cfg.dedupe else keep_all),
+        (
+            "duplicate_event",
+            pl.col("event_id").is_first_distinct() if cfg.dedupe and has_duplicates else keep_all,
+        ),
         ("not_root_event", pl.col("_is_root") == 1 if cfg.root_events_only else keep_all),
         ("low_mentions", mentions.fill_null(False) if cfg.min_mentions > 0 else keep_all),
         (
@@ -179,6 +220,35 @@ def _filters(cfg: MappingConfig) -> list[tuple[str, pl.Expr]]:
         ("missing_relation", pl.col("relation").is_not_null()),
         ("missing_time", pl.col("t").is_not_null()),
     ]
+
+
+def _dropped_by_first_failure(flagged: pl.DataFrame, reasons: list[str]) -> dict[str, int]:
+    """Rows dropped per filter, each counted under the first filter that fails it: the counts of
+    applying the filters one after another, from one pass instead of a frame copy per filter.
+
+    Filters are row-wise except ``duplicate_event``, which comes first and so sees every row
+    either way.
+    """
+    passed = pl.lit(True)
+    counts = []
+    for reason in reasons:
+        keep = pl.col(_KEEP + reason)
+        counts.append((passed & ~keep).sum().alias(reason))
+        passed = passed & keep
+    return {reason: int(n) for reason, n in flagged.select(counts).row(0, named=True).items()}
+
+
+def _unclean_columns(rows: pl.DataFrame, columns: Iterable[str]) -> set[str]:
+    """Key columns holding an empty value or one with surrounding whitespace.
+
+    Only these pay for ``_nonempty``: rows from the reader are usually clean already, and
+    testing for the need is much cheaper than stripping every value.
+    """
+    flags = rows.select(
+        (value.str.contains(r"^\s|\s$") | (value.str.len_bytes() == 0)).any().alias(column)
+        for column, value in ((c, pl.col(c).cast(pl.String)) for c in dict.fromkeys(columns))
+    )
+    return {column for column, unclean in flags.row(0, named=True).items() if unclean}
 
 
 def _nonempty(column: str) -> pl.Expr:

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 import structlog
 
-from services.ingest.vocab import Vocabulary, atomic_write, fsync_dir
+from services.ingest.vocab import Vocabulary, atomic_write, first_appearance, fsync_dir
 
 log = structlog.get_logger(__name__)
 
@@ -271,7 +271,7 @@ class EventStore:
             )
             if ids.size != count:
                 raise StoreError(f"{self._event_ids_path}: {ids.size} ids, commit log says {count}")
-            self._seen = np.sort(ids.astype(np.int64))
+            self._seen = _sorted_ids(ids.astype(np.int64))
         return self._seen
 
     # ----------------------------------------------------------------- write side
@@ -393,10 +393,17 @@ class EventStore:
         return stats
 
     def _keep_mask(self, batch: pl.DataFrame) -> pl.Series:
-        """True for rows to store: first occurrence of an event id not yet in the store."""
+        """True for rows to store: first occurrence of an event id not yet in the store.
+
+        A batch without repeated ids (the usual case) is told apart by counting distinct ids,
+        far cheaper than marking first occurrences.
+        """
         event_ids = batch["event_id"]
         has_id = event_ids.is_not_null().to_numpy()
-        first = (event_ids.is_first_distinct() | event_ids.is_null()).to_numpy()
+        if event_ids.n_unique() == event_ids.len():
+            first = np.ones(event_ids.len(), dtype=bool)
+        else:
+            first = (event_ids.is_first_distinct() | event_ids.is_null()).to_numpy()
         seen = self._seen_ids()
         if seen.size == 0:
             return pl.Series("keep", first)
@@ -468,7 +475,7 @@ class EventStore:
         state.num_event_ids = commit["num_event_ids"]
         state.committed_bytes = state.log_size = self._log_path.stat().st_size
         if self._seen is not None:
-            added = np.sort(new_ids)
+            added = _sorted_ids(new_ids)
             self._seen = np.insert(self._seen, np.searchsorted(self._seen, added), added)
 
     # ----------------------------------------------------------------- read side
@@ -546,7 +553,9 @@ def _validate_quads(quads: pl.DataFrame) -> pl.DataFrame:
             f"{list(QUAD_SCHEMA)} and optionally 'split'"
         )
     split = (
-        quads["split"] if "split" in quads.columns else pl.Series("split", [None] * quads.height)
+        quads["split"]
+        if "split" in quads.columns
+        else pl.repeat(None, quads.height, dtype=pl.String, eager=True).alias("split")
     )
     columns = [_cast(quads[name], dtype) for name, dtype in QUAD_SCHEMA.items()]
     batch = pl.DataFrame([*columns, _cast(split, pl.String)])
@@ -581,22 +590,31 @@ def _distinct_entities(batch: pl.DataFrame) -> list[str]:
     return pl.concat([batch["subject"], batch["object"]]).unique().to_list()
 
 
-def _row_major_entities(batch: pl.DataFrame) -> list[str]:
-    """Entity keys in row order (s0, o0, s1, o1, ...): the 'first appearance' order for ids."""
-    pairs = batch.select(pl.concat_list("subject", "object").alias("pair"))
-    return pairs["pair"].explode().to_list()
+def _register(vocab: Vocabulary, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    """Add the keys of ``columns`` that ``vocab`` lacks, in row-major first appearance (s0, o0,
+    s1, o1, ...). The distinct keys are checked first: when the labels registered every key
+    already (the usual case) that order need not be worked out a second time."""
+    distinct = pl.concat([frame[c] for c in columns]).unique().to_list()
+    if any(key not in vocab for key in distinct):
+        vocab.add(first_appearance(frame, columns))
 
 
 def _encode(kept: pl.DataFrame, entities: Vocabulary, relations: Vocabulary) -> pl.DataFrame:
     """Replace keys by ids (extending the vocabularies) and lay out as ``STORED_SCHEMA``."""
-    pair_ids = entities.add(_row_major_entities(kept)).reshape(-1, 2)
-    relation_ids = relations.add(kept["relation"])
+    _register(entities, kept, ("subject", "object"))
+    _register(relations, kept, ("relation",))
     encoded = kept.with_columns(
-        pl.Series("subject", pair_ids[:, 0], dtype=pl.Int32),
-        pl.Series("relation", relation_ids, dtype=pl.Int32),
-        pl.Series("object", pair_ids[:, 1], dtype=pl.Int32),
+        pl.Series("subject", entities.ids(kept["subject"]), dtype=pl.Int32),
+        pl.Series("relation", relations.ids(kept["relation"]), dtype=pl.Int32),
+        pl.Series("object", entities.ids(kept["object"]), dtype=pl.Int32),
     )
     return encoded.select(STORED_SCHEMA.names())
+
+
+def _sorted_ids(ids: np.ndarray) -> np.ndarray:
+    """Event ids sorted; GDELT hands them out ascending, and a stable sort (timsort) is linear on
+    already sorted runs, ~100x faster than numpy's default introsort there."""
+    return np.sort(ids, kind="stable")
 
 
 def _top_relations(kept: pl.DataFrame) -> dict[str, int]:

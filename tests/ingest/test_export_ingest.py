@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from services.ingest.cli import main as ingest_main
-from services.ingest.export_ingest import ingest_paths
+from services.ingest.export_ingest import file_sha256, ingest_paths
+from services.ingest.gdelt_schema import V2_COLUMNS
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
 from services.ingest.store import EventStore
@@ -67,6 +68,24 @@ def test_bad_rows_are_quarantined_with_reason_and_the_rest_kept(sim_dir, tmp_pat
     ) == len(lines)
 
 
+def test_bad_number_in_a_column_the_mapping_skips_is_still_quarantined(sim_dir, tmp_path):
+    export = sorted(sim_dir.glob("*.export.CSV"))[0]
+    lines = export.read_text().splitlines()
+    fields = lines[2].split("\t")
+    fields[V2_COLUMNS.index("ActionGeo_Lat")] = "north"
+    lines[2] = "\t".join(fields)
+    bad_file = tmp_path / "src" / export.name
+    bad_file.parent.mkdir()
+    bad_file.write_text("\n".join(lines) + "\n")
+    store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
+    (stats,) = ingest_paths([bad_file], store, SIM_MAPPING, tmp_path / "q", progress=False)
+    (record,) = [json.loads(x) for x in (tmp_path / "q" / f"{export.name}.jsonl").open()]
+    assert (record["line"], record["reason"]) == (3, "bad_number")
+    assert "ActionGeo_Lat" in record["detail"]
+    assert stats.read_stats["quarantined_bad_number"] == 1
+    assert stats.source_sha256 == file_sha256(bad_file)  # the hashed bytes are the parsed ones
+
+
 def test_cli_ingests_the_configured_source(sim_dir, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     run_dir = tmp_path / "run"
@@ -98,3 +117,24 @@ def test_the_same_files_always_give_the_same_ids(sim_dir, tmp_path):
         ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)
         vocabularies.append((store.entities.keys(), store.relations.keys()))
     assert vocabularies[0] == vocabularies[1]
+
+
+def test_one_sided_events_get_the_no_actor_entity_when_allowed(tmp_path):
+    export = tmp_path / "src" / "20240101000000.export.CSV"
+    sim = tmp_path / "sim"
+    simulate(sim, WorldParams(seed=4, events_per_step=20), steps=1, start=START)
+    lines = next(sim.glob("*.export.CSV")).read_text().splitlines()
+    fields = lines[0].split("\t")
+    fields[15] = ""  # Actor2Code
+    export.parent.mkdir()
+    export.write_text("\n".join(["\t".join(fields), *lines[1:]]) + "\n")
+    one_sided = MappingConfig(
+        relation_level="root", time_field="dateadded", step_minutes=15, require_both_actors=False
+    )
+    store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
+    (stats,) = ingest_paths([export], store, one_sided, tmp_path / "q", progress=False)
+    assert stats.kept == len(lines)
+    assert store.entities.label("-") == "no second actor"
+    strict = EventStore(tmp_path / "strict", step_minutes=15, min_free_bytes=0)
+    (stats,) = ingest_paths([export], strict, SIM_MAPPING, tmp_path / "q2", progress=False)
+    assert stats.kept == len(lines) - 1 and stats.read_stats["filtered_missing_actor"] == 1

@@ -516,3 +516,104 @@ def test_empty_file_gives_empty_result(tmp_path: Path) -> None:
     result = read_export(tmp_path / "empty.CSV", now=NOW)
     assert_consistent(result)
     assert result.rows_read == 0
+
+
+# --- reading only some columns --------------------------------------------------------------------
+
+SOME_COLUMNS = ("SOURCEURL", "EventRootCode", "GLOBALEVENTID", "Actor1Code", "DATEADDED")
+"""A projection as a mapping asks for it (in no particular order)."""
+
+
+def assert_same_as_full_read(path: Path, columns: tuple[str, ...]) -> ReadResult:
+    """Reading ``columns`` keeps exactly those (canonical order) and quarantines exactly what a
+    full read does: the reasons do not depend on the columns kept."""
+    full = read_export(path, now=NOW)
+    part = read_export(path, now=NOW, columns=columns)
+    kept = [c for c in gs.CANONICAL_COLUMNS if c in columns]
+    assert part.rows.columns == kept
+    assert_frame_equal(part.rows, full.rows.select(kept))
+    assert_frame_equal(part.quarantine, full.quarantine)
+    assert (part.rows_read, part.quarantined) == (full.rows_read, full.quarantined)
+    return part
+
+
+@pytest.mark.parametrize("columns", [SOME_COLUMNS, SOME_COLUMNS[1:], ("GLOBALEVENTID",)])
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({}, None),
+        ({"ActionGeo_Lat": "north"}, "bad_number"),  # a number no mapping reads
+        ({"NumSources": "x"}, "bad_number"),
+        ({"SQLDATE": "2015-10-14"}, "bad_date"),
+        ({"Actor1Code": "", "Actor2Code": ""}, "empty_actors"),
+        ({"DATEADDED": "20991013151500"}, "future_date"),
+        ({"GLOBALEVENTID": "1"}, "duplicate_id"),
+        ({"SOURCEURL": ""}, None),  # an empty last field: the read must not take it for short
+        ({"Actor1Name": "A\tB"}, "wrong_field_count"),  # one field too many: numbers shift
+        ({"SOURCEURL": "http://a/\tb"}, "wrong_field_count"),  # ... and every field still fits
+    ],
+)
+def test_columns_quarantine_like_a_full_read(
+    tmp_path: Path, columns: tuple[str, ...], overrides: dict[str, str], reason: str | None
+) -> None:
+    lines = [v2_line(1), v2_line(2, **overrides), v2_line(3)]
+    part = assert_same_as_full_read(write_lines(tmp_path / "p.CSV", lines), columns)
+    assert part.quarantine["reason"].to_list() == ([reason] if reason else [])
+
+
+def test_columns_catch_a_long_and_a_short_line_whose_tabs_add_up(tmp_path: Path) -> None:
+    # 62 + 60 fields hold as many tabs as 2 x 61: a read of some columns must still see both.
+    long_line = v2_line(2) + "\textra"
+    short_line = v2_line(3).rsplit("\t", 1)[0]
+    lines = [v2_line(1), long_line, short_line, v2_line(4)]
+    part = assert_same_as_full_read(write_lines(tmp_path / "ls.CSV", lines), SOME_COLUMNS)
+    assert part.quarantine.select("line", "reason").rows() == [
+        (2, "wrong_field_count"),
+        (3, "wrong_field_count"),
+    ]
+    assert part.rows["GLOBALEVENTID"].to_list() == [1, 4]
+
+
+def test_columns_on_mixed_layouts_crlf_and_a_header_export(tmp_path: Path) -> None:
+    v1_daily = "\t".join(V2_ROW[c] for c in gs.V1_COLUMNS).replace("20161013151500", "20161013")
+    v1_backfile = "\t".join(v1_daily.split("\t")[:57])
+    mixed = tmp_path / "mixed.CSV"
+    mixed.write_bytes(
+        "\r\n".join([v2_line(1, NumMentions="x"), v1_daily, v1_backfile, v2_line(4)]).encode()
+        + b"\r\n"
+    )
+    assert_same_as_full_read(mixed, SOME_COLUMNS)
+    rows = [bq_row(1, Actor2Code=" AZE"), bq_row(2, NumArticles="1e+05"), bq_row(3, Year="x")]
+    header = tmp_path / "june.csv"
+    header.write_text(bigquery_text(rows, index=True), encoding="utf-8")
+    part = assert_same_as_full_read(header, ("Actor2Code", "NumArticles"))
+    assert part.rows.rows() == [("AZE", 1), ("GOV", 100_000)]
+
+
+def test_columns_of_a_real_export(shared_data: Path) -> None:
+    for path in sorted((shared_data / "gdelt" / "v2").glob("*.export.CSV")):
+        assert_same_as_full_read(path, SOME_COLUMNS)
+
+
+def test_columns_must_be_gdelt_names(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "ok.CSV", [v2_line(1)])
+    with pytest.raises(ValueError, match="'Actor1code'"):
+        read_export(path, columns=["GLOBALEVENTID", "Actor1code"])
+    with pytest.raises(TypeError, match="collection of column names"):
+        read_export(path, columns="GLOBALEVENTID")
+    with pytest.raises(ValueError, match="at least one"):
+        read_export(path, columns=())
+
+
+def test_data_given_by_the_caller_is_what_gets_parsed(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "20161013151500.export.CSV", [v2_line(1), v2_line(2)])
+    content = path.read_bytes()
+    path.write_text("")  # the file changed since the caller read (and hashed) it
+    result = read_export(path, now=NOW, data=content)
+    assert result.rows["GLOBALEVENTID"].to_list() == [1, 2]
+    archive = tmp_path / "20161013151500.export.CSV.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("20161013151500.export.CSV", content)
+    zipped = read_export(tmp_path / "renamed.zip", now=NOW, data=archive.read_bytes())
+    assert zipped.rows["GLOBALEVENTID"].to_list() == [1, 2]
+    assert zipped.quarantine.height == 0

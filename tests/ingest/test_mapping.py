@@ -13,6 +13,7 @@ import pytest
 from services.ingest.gdelt_reader import read_export
 from services.ingest.mapping import (
     FILTER_REASONS,
+    NO_ACTOR,
     QUAD_SCHEMA,
     MappingConfig,
     step_start,
@@ -139,13 +140,53 @@ def test_missing_actor_and_dedupe_switches() -> None:
     assert strict.dropped["missing_actor"] == 1 and strict.dropped["duplicate_event"] == 1
     loose = to_quadruples(frame(), MappingConfig(require_both_actors=False, dedupe=False))
     assert loose.quads["event_id"].to_list() == [1, 2, 3, 4, 1]
-    assert loose.quads.filter(pl.col("event_id") == 4)["object"].to_list() == [None]
+    assert loose.quads.filter(pl.col("event_id") == 4)["object"].to_list() == [NO_ACTOR]
     assert sum(loose.dropped.values()) == 0
 
 
 def test_empty_string_actor_counts_as_missing() -> None:
     rows = frame().with_columns(pl.col("Actor1Code").replace("RUS", " "))
     assert to_quadruples(rows, MappingConfig()).dropped["missing_actor"] == 2
+
+
+def test_padded_keys_are_stripped_and_null_flags_count_as_failing() -> None:
+    rows = frame().with_columns(
+        pl.Series("Actor1Code", ["\tUSAGOV ", "RUS", "GEOMIL\u00a0", "UKR", "USAGOV"]),
+        pl.Series("IsRootEvent", [1, None, 1, 1, 1], dtype=pl.Int8),
+    )
+    result = to_quadruples(rows, MappingConfig(root_events_only=True))
+    assert result.quads["subject"].to_list() == ["USAGOV", "GEOMIL"]
+    assert result.dropped["not_root_event"] == 1  # a missing IsRootEvent is not a root event
+    assert sum(result.dropped.values()) == 3
+
+
+def test_a_row_is_counted_under_the_first_filter_it_fails() -> None:
+    # Row 5 repeats event 1 and also lacks Actor2 and mentions: only duplicate_event counts it.
+    rows = frame().with_columns(
+        pl.Series("Actor2Code", ["RUSGOV", "UKR", "RUS", None, None]),
+        pl.Series("NumMentions", [10, 1, 3, 2, 0]),
+    )
+    result = to_quadruples(rows, MappingConfig(min_mentions=2))
+    assert result.quads["event_id"].to_list() == [1, 3]
+    assert (result.dropped["duplicate_event"], result.dropped["low_mentions"]) == (1, 1)
+    assert result.dropped["missing_actor"] == 1
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        MappingConfig(),
+        MappingConfig(entity_key="actor_name", relation_level="base", root_events_only=True),
+        MappingConfig(entity_key="country_code", time_field="dateadded", step_minutes=60),
+    ],
+)
+def test_needed_columns_are_all_the_mapping_reads(shared_data: Path, cfg: MappingConfig) -> None:
+    path = shared_data / "gdelt" / "v2" / "20161013151500.export.CSV"
+    rows = read_export(path, columns=cfg.needed_columns).rows
+    assert set(rows.columns) == set(cfg.needed_columns)
+    full = to_quadruples(read_export(path).rows, cfg)
+    part = to_quadruples(rows, cfg)
+    assert part.quads.equals(full.quads) and part.dropped == full.dropped
 
 
 def test_day_steps_from_sqldate_and_integer_sqldate() -> None:

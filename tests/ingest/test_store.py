@@ -177,6 +177,29 @@ def test_labels_register_keys_first_in_mapping_order(root: Path) -> None:
     assert stats.new_entities == 3
 
 
+def test_keys_the_labels_lack_follow_in_row_major_order(root: Path) -> None:
+    store = EventStore(root, step_minutes=15)
+    labels = KeyLabels(entities={"Z": "Zed"}, relations={"03": "Three"})
+    batch: list[Row] = [(1, "X", "02", "Y", 0), (2, "Z", "01", "X", 0), (3, "W", "03", "V", 1)]
+    store.append(quads(batch), source="a", source_sha256=sha("a"), labels=labels)
+    assert store.entities.keys() == ["Z", "X", "Y", "W", "V"]
+    assert store.relations.keys() == ["03", "02", "01"]
+    assert decoded(store) == sorted(batch)
+
+
+def test_event_ids_in_any_order_are_deduplicated(root: Path) -> None:
+    store = EventStore(root, step_minutes=15)
+    ingest(store, "a", [(9, "A", "01", "B", 0), (3, "A", "01", "B", 0), (7, "B", "01", "A", 0)])
+    stats = ingest(
+        store, "b", [(8, "A", "01", "B", 0), (7, "A", "01", "B", 0), (3, "C", "01", "B", 0)]
+    )
+    assert (stats.kept, stats.duplicates_dropped) == (1, 2)
+    reopened = EventStore(root, step_minutes=15)
+    again = ingest(reopened, "c", [(9, "A", "01", "B", 0), (1, "A", "01", "B", 0)])
+    assert (again.kept, again.duplicates_dropped) == (1, 1)
+    assert [row[0] for row in decoded(reopened)] == [1, 3, 7, 8, 9]
+
+
 # --------------------------------------------------------------------- crash safety
 
 REPLACES_PER_INGEST_B = 6  # pending.json, parts t=1 and t=2, entities, relations, stats

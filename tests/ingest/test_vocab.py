@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from services.ingest.vocab import HEADER, Vocabulary, VocabularyError
+from services.ingest.vocab import HEADER, Vocabulary, VocabularyError, first_appearance
 
 
 def test_ids_follow_first_appearance_and_survive_save_load(tmp_path: Path) -> None:
@@ -43,6 +43,32 @@ def test_add_100k_keys_in_order() -> None:
     vocab = Vocabulary()
     assert np.array_equal(vocab.add(keys + keys[:10]), np.r_[np.arange(100_000), np.arange(10)])
     assert np.array_equal(vocab.ids(keys[::-1]), np.arange(100_000)[::-1])
+
+
+def test_series_lookups_match_list_lookups() -> None:
+    keys = ["B", "A", "C", "A", "B", "D"]
+    from_list, from_series = Vocabulary(["D"]), Vocabulary(["D"])
+    assert from_series.add(pl.Series(keys)).tolist() == from_list.add(keys).tolist()
+    assert from_series.keys() == from_list.keys() == ["D", "B", "A", "C"]
+    assert from_series.ids(pl.Series(keys[::-1])).tolist() == [0, 1, 2, 3, 2, 1]
+    assert from_series.ids(pl.Series([], dtype=pl.String)).tolist() == []
+    with pytest.raises(KeyError, match="'Y'"):  # the first unknown key in order, not any
+        from_series.ids(pl.Series(["A", "Y", "Z", "Y"]))
+
+
+@pytest.mark.parametrize("bad", ["has\ttab", "", None])
+def test_series_keys_that_would_break_the_tsv_are_rejected(bad: str | None) -> None:
+    vocab = Vocabulary(["A"])
+    with pytest.raises(VocabularyError):
+        vocab.add(pl.Series(["B", bad], dtype=pl.String))
+
+
+def test_first_appearance_reads_rows_left_to_right() -> None:
+    frame = pl.DataFrame({"s": ["X", "Z", "W", "X"], "o": ["Y", "X", "V", "Q"]})
+    assert first_appearance(frame, ["s", "o"]).to_list() == ["X", "Y", "Z", "W", "V", "Q"]
+    assert first_appearance(frame, ["o", "s"]).to_list() == ["Y", "X", "Z", "V", "W", "Q"]
+    assert first_appearance(frame, ["s"]).to_list() == ["X", "Z", "W"]
+    assert first_appearance(frame.clear(), ["s", "o"]).to_list() == []
 
 
 def test_oov_rate_counts_keys_as_given() -> None:
