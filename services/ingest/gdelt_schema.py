@@ -89,69 +89,18 @@ V1_COLUMNS: tuple[str, ...] = (
 )
 """GDELT 1.0 daily-update columns in order (58); the historical backfile has the first 57."""
 
-V2_COLUMNS: tuple[str, ...] = (
-    "GLOBALEVENTID",
-    "SQLDATE",
-    "MonthYear",
-    "Year",
-    "FractionDate",
-    "Actor1Code",
-    "Actor1Name",
-    "Actor1CountryCode",
-    "Actor1KnownGroupCode",
-    "Actor1EthnicCode",
-    "Actor1Religion1Code",
-    "Actor1Religion2Code",
-    "Actor1Type1Code",
-    "Actor1Type2Code",
-    "Actor1Type3Code",
-    "Actor2Code",
-    "Actor2Name",
-    "Actor2CountryCode",
-    "Actor2KnownGroupCode",
-    "Actor2EthnicCode",
-    "Actor2Religion1Code",
-    "Actor2Religion2Code",
-    "Actor2Type1Code",
-    "Actor2Type2Code",
-    "Actor2Type3Code",
-    "IsRootEvent",
-    "EventCode",
-    "EventBaseCode",
-    "EventRootCode",
-    "QuadClass",
-    "GoldsteinScale",
-    "NumMentions",
-    "NumSources",
-    "NumArticles",
-    "AvgTone",
-    "Actor1Geo_Type",
-    "Actor1Geo_FullName",
-    "Actor1Geo_CountryCode",
-    "Actor1Geo_ADM1Code",
-    "Actor1Geo_ADM2Code",
-    "Actor1Geo_Lat",
-    "Actor1Geo_Long",
-    "Actor1Geo_FeatureID",
-    "Actor2Geo_Type",
-    "Actor2Geo_FullName",
-    "Actor2Geo_CountryCode",
-    "Actor2Geo_ADM1Code",
-    "Actor2Geo_ADM2Code",
-    "Actor2Geo_Lat",
-    "Actor2Geo_Long",
-    "Actor2Geo_FeatureID",
-    "ActionGeo_Type",
-    "ActionGeo_FullName",
-    "ActionGeo_CountryCode",
-    "ActionGeo_ADM1Code",
-    "ActionGeo_ADM2Code",
-    "ActionGeo_Lat",
-    "ActionGeo_Long",
-    "ActionGeo_FeatureID",
-    "DATEADDED",
-    "SOURCEURL",
-)
+
+def _with_adm2(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """GDELT 2.0 inserts ``<geo>_ADM2Code`` after each ``<geo>_ADM1Code``; the rest is shared."""
+    out: list[str] = []
+    for name in columns:
+        out.append(name)
+        if name.endswith("_ADM1Code"):
+            out.append(name.replace("_ADM1Code", "_ADM2Code"))
+    return tuple(out)
+
+
+V2_COLUMNS: tuple[str, ...] = _with_adm2(V1_COLUMNS)
 """GDELT 2.0 export columns in order (61)."""
 
 V1_HISTORICAL_FIELDS = 57
