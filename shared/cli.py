@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("shared.doctor", "check that this machine can run the pipeline"),
     "simulate": ("services.ingest.simulator.cli", "write a simulated GDELT 2.0 world to files"),
     "ingest": ("services.ingest.cli", "load GDELT exports into the event store"),
+    "dataset from-store": ("services.ingest.store_export", "an event store as a benchmark folder"),
     "dataset": ("services.ingest.datasets", "build benchmark datasets (GDELT-GEORGIA) from GDELT"),
     "eval": ("services.graph.evaluate", "evaluate every ranking method on a benchmark folder"),
     "eval-baselines": ("services.graph.baselines", "frequency and recurrency baselines (ranking)"),

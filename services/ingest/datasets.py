@@ -144,10 +144,10 @@ def build_gdelt_georgia(
     bounds = split_bounds(num_steps, valid_frac, test_frac)
     entities = _sorted_keys(facts, ("subject", "object"))
     relations = _sorted_keys(facts, ("relation",))
-    spans = _write_splits(out_dir, _encode(facts, entities, relations), bounds)
-    _write_names(out_dir / "entity2id.txt", entities)
-    _write_names(out_dir / "relation2id.txt", relations)
-    _write_text(out_dir / "stat.txt", f"{len(entities)}\t{len(relations)}\n")
+    spans = write_splits(out_dir, _encode(facts, entities, relations), bounds)
+    write_names(out_dir / "entity2id.txt", entities)
+    write_names(out_dir / "relation2id.txt", relations)
+    write_text(out_dir / "stat.txt", f"{len(entities)}\t{len(relations)}\n")
     summary = DatasetSummary(
         name=GEORGIA_NAME,
         out_dir=out_dir,
@@ -160,7 +160,7 @@ def build_gdelt_georgia(
         duplicate_facts=stored.height - facts.height,
     )
     manifest = _manifest(summary, source_dir, ingested, mapping, relations, valid_frac, test_frac)
-    _write_text(out_dir / "dataset.json", json.dumps(manifest, indent=2) + "\n")
+    write_text(out_dir / "dataset.json", json.dumps(manifest, indent=2) + "\n")
     log.info(
         "dataset_built",
         name=summary.name,
@@ -264,7 +264,7 @@ def _encode(facts: pl.DataFrame, entities: list[str], relations: list[str]) -> p
     ).sort("t", "s", "r", "o")
 
 
-def _write_splits(
+def write_splits(
     out_dir: Path, encoded: pl.DataFrame, bounds: Mapping[str, range]
 ) -> dict[str, SplitSpan]:
     """``s<TAB>r<TAB>o<TAB>t`` lines per split; a split without facts is an error."""
@@ -277,7 +277,7 @@ def _write_splits(
                 f"the {split} split (steps {steps.start}..{steps.stop - 1}) holds no fact; "
                 f"change valid_frac/test_frac"
             )
-        _write_text(out_dir / SPLIT_FILES[split], _quad_lines(part))
+        write_text(out_dir / SPLIT_FILES[split], _quad_lines(part))
         spans[split] = SplitSpan(steps.start, steps.stop - 1, part.height)
     return spans
 
@@ -286,11 +286,11 @@ def _quad_lines(part: pl.DataFrame) -> str:
     return part.write_csv(separator="\t", include_header=False, line_terminator="\n")
 
 
-def _write_names(path: Path, names: Sequence[str]) -> None:
-    _write_text(path, "".join(f"{name}\t{i}\n" for i, name in enumerate(names)))
+def write_names(path: Path, names: Sequence[str]) -> None:
+    write_text(path, "".join(f"{name}\t{i}\n" for i, name in enumerate(names)))
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write via a temp file and rename, so a crash never leaves half a benchmark file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8", newline="\n")

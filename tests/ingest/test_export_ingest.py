@@ -138,3 +138,19 @@ def test_one_sided_events_get_the_no_actor_entity_when_allowed(tmp_path):
     strict = EventStore(tmp_path / "strict", step_minutes=15, min_free_bytes=0)
     (stats,) = ingest_paths([export], strict, SIM_MAPPING, tmp_path / "q2", progress=False)
     assert stats.kept == len(lines) - 1 and stats.read_stats["filtered_missing_actor"] == 1
+
+
+def test_store_exports_as_a_benchmark_with_its_own_ids(sim_dir, tmp_path):
+    from services.ingest.store_export import export_store
+    from services.ingest.tkg_loader import load_tkg
+
+    store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
+    ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)
+    counts = export_store(store, tmp_path / "SIM", valid_frac=0.2, test_frac=0.2)
+    data = load_tkg(tmp_path / "SIM")
+    assert data.num_entities == store.num_entities and data.entity_names == store.entities.keys()
+    assert {k: len(v) for k, v in data.splits.items()} == counts
+    assert data.splits["train"][:, 3].max() < data.splits["valid"][:, 3].min()
+    assert data.splits["valid"][:, 3].max() < data.splits["test"][:, 3].min()
+    distinct = store.scan().select("subject", "relation", "object", "t").unique().height
+    assert sum(counts.values()) == distinct
