@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "jit_compiles": int(sum(result.compiles.values())),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    host = machine.describe()
-    report.write_section("machine", host, f"## machine\n\n`{host}`", args.reports)
+    host = machine.record(args.reports)
     markdown = (
         "## graph\n\n"
         f"Reproduce: `{COMMAND} --data {data.name} --epochs {args.epochs}` (`make bench`). "

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None and not args.data.exists():
         print(f"{COMMAND}: --data not found: {args.data}", file=sys.stderr)
         return 2
-    host = machine.describe()
+    host = machine.record(args.reports)
     with tempfile.TemporaryDirectory(prefix="geopol-bench-ingest-") as tmp:
         work_dir = Path(tmp)
         try:
@@ -316,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{COMMAND}: {err}", file=sys.stderr)
             return 2
         result = {**measure(bench, args.repeats, work_dir), "command": _command(args)}
-    report.write_section("machine", host, f"## machine\n\n`{host}`", args.reports)
     path = report.write_section("ingest", result, _markdown(result, host), args.reports)
     _plot(result, args.reports / "ingest.png")
     print(

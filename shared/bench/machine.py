@@ -12,6 +12,9 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
+
+from shared.bench import report
 
 _PROBE = """
 import json, time, torch
@@ -58,3 +61,10 @@ def describe() -> dict[str, object]:
         "matmul_gflops_fp32": round(found["fp32"], 2),
         "matmul_gflops_bf16": round(found["bf16"], 2),
     }
+
+
+def record(reports_dir: Path) -> dict[str, object]:
+    """Describe this machine and store it as the ``machine`` section beside the benchmarks."""
+    host = describe()
+    report.write_section("machine", host, f"## machine\n\n`{host}`", reports_dir)
+    return host

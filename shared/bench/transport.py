@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median kept)")
     args = parser.parse_args(argv)
-    host = machine.describe()
+    host = machine.record(args.reports)
     results = measure(args.megabytes << 20, args.rounds)
-    report.write_section("machine", host, f"## machine\n\n`{host}`", args.reports)
     path = report.write_section("transport", results, _markdown(results, host), args.reports)
     _plot(results, args.reports / "transport.png")
     for label, row in results.items():
