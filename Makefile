@@ -67,9 +67,9 @@ status:  ## liveness and counters of every stage (geopol status exits 1 unless a
 DATA_DIR ?= $(or $(GEOPOL_DATA_DIR),../shared/data)
 EVAL_SETS ?= ICEWS14 ICEWS05-15
 
-train:  ## train RE-GCN on a benchmark: make train DATA=path/to/ICEWS14
-	@test -n "$(DATA)" || { echo "usage: make train DATA=<folder in RE-Net layout>" >&2; exit 2; }
-	$(GEOPOL) train graph --data $(DATA) --out var/artifacts/regcn/$(notdir $(DATA))
+train:  ## train RE-GCN on a benchmark: make train DATA=path/to/ICEWS14 [ARGS=--resume]
+	@test -n "$(DATA)" || { echo "usage: make train DATA=<folder in RE-Net layout> [ARGS=--resume]" >&2; exit 2; }
+	$(GEOPOL) train graph --data $(DATA) --out var/artifacts/regcn/$(notdir $(DATA)) $(ARGS)
 
 eval:  ## ranking evaluation on ICEWS14, ICEWS05-15 and GDELT-GEORGIA into reports/eval.json
 	@for set in $(EVAL_SETS); do $(GEOPOL) eval --data $(DATA_DIR)/tkg/$$set || exit 1; done

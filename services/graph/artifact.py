@@ -92,7 +92,7 @@ def save(
     if static_triples is not None:
         files[STATIC_FILE] = st_numpy.save({"triples": np.asarray(static_triples, np.int64)})
     for name, payload in files.items():
-        _write_atomic(directory / name, payload)
+        write_atomic(directory / name, payload)
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -113,7 +113,7 @@ def save(
         "metrics": metrics,
     }
     path = directory / MANIFEST
-    _write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     return path
 
 
@@ -254,7 +254,8 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write via a temporary file, fsync, rename: readers see the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(payload)

@@ -86,6 +86,8 @@ class TrainConfig:
     ``buckets`` lists the padded sizes a time step may take (edges incl. inverses = queries incl.
     inverses); empty means half-octave sizes from ``min_bucket`` (``snapshots.default_buckets``).
     ``patience`` is the number of epochs without a better validation filtered MRR before stopping.
+    ``init_from`` names the artifact a warm-started run took its first parameters from ("" when
+    they were random), so the manifest tells how the model came to be.
     """
 
     epochs: int = 30
@@ -96,6 +98,7 @@ class TrainConfig:
     seed: int = 0
     buckets: tuple[int, ...] = field(default_factory=tuple)
     min_bucket: int = 64
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.patience < 1:

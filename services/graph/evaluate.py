@@ -71,9 +71,14 @@ def reusable(artifact: Path, dataset: TkgDataset) -> bool:
 
 def evaluate_regcn(args: argparse.Namespace, dataset: TkgDataset, name: str) -> None:
     artifact = args.artifact or ARTIFACT_ROOT / name
-    if reusable(artifact, dataset):
+    from services.graph import checkpoint  # JAX, after configure
+
+    interrupted = checkpoint.unfinished(artifact)
+    if reusable(artifact, dataset) and not interrupted:
         print(f"reusing RE-GCN artifact {artifact}")
     else:
+        if interrupted:
+            print(f"resuming the interrupted RE-GCN run checkpointed in {artifact}")
         static = args.static if args.static is not None else (args.data / "e-w-graph.txt").is_file()
         train_graph(
             TrainRequest(
@@ -83,6 +88,7 @@ def evaluate_regcn(args: argparse.Namespace, dataset: TkgDataset, name: str) -> 
                 patience=args.patience,
                 static=static,
                 progress=not args.no_progress,
+                resume=interrupted,
             ),
             dataset,
         )

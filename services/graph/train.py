@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from services.graph import jax_env
+from services.graph.artifact import ArtifactError
+from services.graph.artifact import load as load_artifact
 from services.graph.config import ModelConfig, TrainConfig
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared.log import configure_logging
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"
+log = structlog.get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help=f"use the static entity-word graph ({STATIC_GRAPH_FILE}; default on)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run checkpointed in --out after its last finished epoch (same data "
+        "and settings; --epochs and --patience may be raised to extend a finished run)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="ARTIFACT",
+        help="warm start: begin from the parameters of this artifact (same data and model "
+        "settings) with a fresh optimiser; the manifest records it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -87,6 +106,8 @@ class TrainRequest:
     seed: int = TrainConfig.seed
     static: bool = True
     progress: bool = True
+    resume: bool = False
+    init_from: Path | None = None
 
 
 class TrainError(ValueError):
@@ -102,7 +123,7 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
     if request.static and not static_path.is_file():
         raise TrainError(f"{static_path} not found (use --no-static)")
 
-    from services.graph import snapshots, trainer  # JAX starts here, after configure
+    from services.graph import checkpoint, snapshots, trainer  # JAX starts here, after configure
 
     static_triples = snapshots.load_static_triples(static_path) if request.static else None
     num_words, num_kinds = snapshots.static_counts(static_triples) if request.static else (0, 0)
@@ -117,12 +138,51 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
             num_static_relations=num_kinds,
             num_blocks=request.blocks,
         )
-        train_cfg = TrainConfig(epochs=request.epochs, patience=request.patience, seed=request.seed)
+        train_cfg = TrainConfig(
+            epochs=request.epochs,
+            patience=request.patience,
+            seed=request.seed,
+            init_from=str(request.init_from or ""),
+        )
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
-    return trainer.train_and_evaluate(
-        dataset, model_cfg, train_cfg, static_triples, request.out, progress=request.progress
-    )
+    if request.resume and (request.out is None or not checkpoint.exists(request.out)):
+        raise TrainError(f"--resume: no checkpoint in {request.out} to continue")
+    if not request.resume and request.out is not None and checkpoint.exists(request.out):
+        log.warning("starting_afresh", checkpoint=str(checkpoint.path_in(request.out)))
+    init = None
+    if request.init_from is not None and not request.resume:
+        init = _initial_parameters(request.init_from, model_cfg)
+    try:
+        return trainer.train_and_evaluate(
+            dataset,
+            model_cfg,
+            train_cfg,
+            static_triples,
+            request.out,
+            progress=request.progress,
+            resume=request.resume,
+            init=init,
+        )
+    except checkpoint.CheckpointError as exc:
+        raise TrainError(str(exc)) from exc
+
+
+def _initial_parameters(directory: Path, model_cfg: ModelConfig) -> tuple[Any, Any]:
+    """Parameters and statistics of a saved model built exactly like ``model_cfg``."""
+    try:
+        saved = load_artifact(
+            directory, num_entities=model_cfg.num_entities, num_relations=model_cfg.num_relations
+        )
+    except (ArtifactError, OSError) as exc:
+        raise TrainError(f"--init-from: {exc}") from exc
+    theirs, ours = saved.model_config.to_dict(), model_cfg.to_dict()
+    differing = [
+        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs[k] != ours[k]
+    ]
+    if differing:
+        raise TrainError(f"--init-from {directory}: other model settings ({'; '.join(differing)})")
+    return saved.params, saved.batch_stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         static=args.static,
         progress=not args.no_progress,
+        resume=args.resume,
+        init_from=args.init_from,
     )
     try:
         dataset = load_tkg(args.data)

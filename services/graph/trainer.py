@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +28,7 @@ import optax
 import structlog
 from tqdm import tqdm
 
-from services.graph import model, ranking
+from services.graph import checkpoint, model, ranking
 from services.graph.artifact import DataInfo, load, save, vocab_sha256
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.queries import step_queries, with_inverse
@@ -251,8 +251,16 @@ def train_and_evaluate(
     out_dir: Path | None,
     *,
     progress: bool = True,
+    resume: bool = False,
+    init: tuple[model.Params, model.BatchStats] | None = None,
 ) -> TrainResult:
-    """Train with early stopping on validation filtered MRR; save the best model to ``out_dir``."""
+    """Train with early stopping on validation filtered MRR; save the best model to ``out_dir``.
+
+    With ``out_dir`` set, a checkpoint of the whole run is written after every epoch and
+    ``resume`` continues from it. ``init`` starts from trained parameters instead of random ones
+    (a warm start: fresh optimiser moments; ``train_cfg.init_from`` says where they came from);
+    their validation score is the best-so-far that the first epoch must beat.
+    """
     _check_dataset(dataset, model_cfg, static_triples)
     timeline = build_timeline(dataset, train_cfg)
     graph = static_graph(static_triples, dataset.num_entities)[0] if model_cfg.use_static else None
@@ -263,6 +271,28 @@ def train_and_evaluate(
     train_step = make_train_step(model_cfg, optimizer, counter)
     predict_step = make_predict_step(model_cfg, counter)
     shuffler = np.random.default_rng(train_cfg.seed)
+    run = checkpoint.RunProgress(
+        model_config=model_cfg.to_dict(),
+        train_config=train_cfg.to_dict(),
+        data=asdict(data_info(dataset)),
+        shuffler_state=shuffler.bit_generator.state,
+    )
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume needs the output folder that holds the checkpoint")
+        state, run = checkpoint.load(out_dir, state, run)
+        shuffler.bit_generator.state = run.shuffler_state
+        train_cfg = replace(train_cfg, init_from=run.train_config.get("init_from", ""))
+        log.info("resumed", epochs_done=run.epochs_done, best_epoch=run.best_epoch)
+    elif init is not None:
+        state = _warm_start(state, init)
+        valid = evaluate(
+            predict_step, state.params, state.batch_stats, timeline, "valid", graph, model_cfg
+        )
+        run.best_mrr, run.best_valid = valid["filtered"]["mrr"], valid
+        log.info("warm_start", init_from=train_cfg.init_from, valid_mrr_filtered=run.best_mrr)
+        if out_dir is not None:
+            _save(out_dir, state, model_cfg, train_cfg, static_triples, dataset, -1, valid)
     targets = [i for i in timeline.indices("train") if i > 0]
     log.info(
         "training_start",
@@ -271,9 +301,9 @@ def train_and_evaluate(
         buckets=list(timeline.buckets),
         config=model_cfg.to_dict(),
     )
-    records: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, dict[str, float]]] = (-1.0, -1, {})
-    for epoch in range(train_cfg.epochs):
+    for epoch in range(run.epochs_done, train_cfg.epochs):
+        if epoch - run.best_epoch > train_cfg.patience:
+            break  # a resumed run that had already stopped early
         order = shuffler.permutation(targets)
         state, record = _run_epoch(
             train_step, state, timeline, order, graph, train_key, model_cfg, epoch, progress
@@ -286,16 +316,32 @@ def train_and_evaluate(
             valid_mrr_raw=valid["raw"]["mrr"],
             compiles=dict(counter.counts),
         )
-        records.append(record)
+        run.records.append(record)
+        run.epochs_done, run.finished = epoch + 1, False
+        run.shuffler_state = shuffler.bit_generator.state
         log.info("epoch_done", **record)
-        if valid["filtered"]["mrr"] > best[0]:
-            best = (valid["filtered"]["mrr"], epoch, valid)
+        improved = valid["filtered"]["mrr"] > run.best_mrr
+        if improved:
+            run.best_mrr, run.best_epoch, run.best_valid = valid["filtered"]["mrr"], epoch, valid
             if out_dir is not None:
                 _save(out_dir, state, model_cfg, train_cfg, static_triples, dataset, epoch, valid)
-        elif epoch - best[1] >= train_cfg.patience:
-            log.info("early_stop", epoch=epoch, best_epoch=best[1])
+        if out_dir is not None:
+            checkpoint.save(out_dir, state, run)
+        if not improved and epoch - run.best_epoch >= train_cfg.patience:
+            log.info("early_stop", epoch=epoch, best_epoch=run.best_epoch)
             break
-    return TrainResult(best[1], best[2], records, dict(counter.counts), out_dir)
+    if out_dir is not None and run.epochs_done:
+        run.finished = True
+        checkpoint.save(out_dir, state, run)
+    return TrainResult(run.best_epoch, run.best_valid, run.records, dict(counter.counts), out_dir)
+
+
+def _warm_start(state: TrainState, init: tuple[model.Params, model.BatchStats]) -> TrainState:
+    """``state`` with the given parameters and statistics, refused unless every shape matches."""
+    if jax.tree.map(np.shape, (state.params, state.batch_stats)) != jax.tree.map(np.shape, init):
+        raise ValueError("the initial parameters do not have this model's names and shapes")
+    params, batch_stats = jax.tree.map(jnp.asarray, init)
+    return state._replace(params=params, batch_stats=batch_stats)
 
 
 def _run_epoch(
