@@ -25,9 +25,8 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 run:  ## the main job on the embedded default: simulate, ingest, train the graph model it serves
 	$(GEOPOL) simulate --out var/simulate --overwrite
 	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
-	$(GEOPOL) dataset from-store --config $(CONFIG) --out var/datasets/SIM
-	$(GEOPOL) train graph --data var/datasets/SIM --out var/artifacts/regcn/SIM \
-		--epochs 5 --patience 2 --no-static
+	$(GEOPOL) dataset from-store --config $(CONFIG)
+	$(GEOPOL) train graph --config $(CONFIG)
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
@@ -69,7 +68,7 @@ EVAL_SETS ?= ICEWS14 ICEWS05-15
 
 train:  ## train RE-GCN on a benchmark: make train DATA=path/to/ICEWS14 [ARGS=--resume]
 	@test -n "$(DATA)" || { echo "usage: make train DATA=<folder in RE-Net layout> [ARGS=--resume]" >&2; exit 2; }
-	$(GEOPOL) train graph --data $(DATA) --out var/artifacts/regcn/$(notdir $(DATA)) $(ARGS)
+	$(GEOPOL) train graph --config configs/benchmark.yaml --data $(DATA) $(ARGS)
 
 eval:  ## ranking evaluation on ICEWS14, ICEWS05-15 and GDELT-GEORGIA into reports/eval.json
 	@for set in $(EVAL_SETS); do $(GEOPOL) eval --data $(DATA_DIR)/tkg/$$set || exit 1; done

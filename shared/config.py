@@ -151,8 +151,27 @@ class IngestConfig(_Section):
         return self
 
 
+class GraphTrainConfig(_Section):
+    """How ``geopol train graph --config`` trains RE-GCN; each of its flags overrides a value.
+
+    ``data`` None means RUN_DIR/datasets/DATASET (what ``geopol dataset from-store`` writes),
+    so the model is trained on the ids the pipeline's store uses. ``static`` None means on when
+    the folder has the entity-word graph (e-w-graph.txt). The numbers are RE-GCN's ICEWS14
+    settings: history k=3, embedding size 200, 100 blocks in the static R-GCN.
+    """
+
+    data: PathValue | None = None
+    epochs: int = Field(default=30, gt=0)
+    patience: int = Field(default=5, gt=0)
+    history: int = Field(default=3, gt=0)
+    dim: int = Field(default=200, gt=0)
+    blocks: int = Field(default=100, gt=0)
+    seed: int = Field(default=0, ge=0)
+    static: bool | None = None
+
+
 class GraphConfig(_Section):
-    """The graph stage: which RE-GCN artifact it serves and what it sends per query.
+    """The graph stage: which RE-GCN artifact it serves, what it sends per query, how to train.
 
     ``artifact`` None means RUN_DIR/artifacts/regcn/DATASET (where ``make train`` writes);
     ``steps`` is T (historical embeddings per entity), ``candidates`` is K.
@@ -163,6 +182,7 @@ class GraphConfig(_Section):
     steps: int = Field(default=3, gt=0)
     candidates: int = Field(default=10, gt=1)
     min_bucket: int = Field(default=64, gt=0)
+    train: GraphTrainConfig = GraphTrainConfig()
 
 
 class Config(_Section):
@@ -189,6 +209,16 @@ class Config(_Section):
         """The RE-GCN artifact the graph stage serves."""
         default = self.paths.run_dir / "artifacts" / "regcn" / self.ingest.dataset
         return self.graph.artifact or default
+
+    @property
+    def dataset_dir(self) -> Path:
+        """The benchmark folder ``geopol dataset from-store`` exports the store to."""
+        return self.paths.run_dir / "datasets" / self.ingest.dataset
+
+    @property
+    def train_data(self) -> Path:
+        """The benchmark folder ``geopol train graph --config`` trains on."""
+        return self.graph.train.data or self.dataset_dir
 
     @property
     def dead_letter_dir(self) -> Path:

@@ -23,6 +23,7 @@ from services.graph.artifact import ArtifactError
 from services.graph.artifact import load as load_artifact
 from services.graph.config import ModelConfig, TrainConfig
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"
@@ -35,44 +36,49 @@ def _parser() -> argparse.ArgumentParser:
         description="Train RE-GCN (Li et al., SIGIR 2021) on a TKG benchmark folder "
         "(train/valid/test.txt, entity2id/relation2id, e-w-graph.txt for the static graph). "
         "Keeps the epoch with the best validation filtered MRR and writes it as a checked "
-        "artifact (manifest.json + safetensors) to --out.",
+        "artifact (manifest.json + safetensors) to --out, with a checkpoint after every epoch. "
+        "Settings come from the config's graph.train section; each flag overrides one.",
     )
     parser.add_argument(
-        "--data", type=Path, required=True, help="benchmark folder, e.g. .../tkg/ICEWS14"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs")
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=TrainConfig.patience,
-        help="stop after this many epochs without a better validation MRR",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="pipeline config whose graph.train section gives the defaults "
+        "(default configs/default.yaml)",
     )
     parser.add_argument(
-        "--history",
-        type=int,
-        default=ModelConfig.history,
-        help="history length k (RE-GCN ICEWS14: 3)",
+        "--data",
+        type=Path,
+        help="benchmark folder, e.g. .../tkg/ICEWS14 (default: graph.train.data, else "
+        "RUN_DIR/datasets/DATASET exported from the store)",
     )
-    parser.add_argument("--dim", type=int, default=ModelConfig.dim, help="embedding size")
     parser.add_argument(
-        "--blocks",
-        type=int,
-        default=ModelConfig.num_blocks,
-        help="blocks of the static R-GCN weights (--n-bases); must divide --dim",
+        "--out",
+        type=Path,
+        help="artifact folder (default: the config's graph artifact for the config's data, "
+        "RUN_DIR/artifacts/regcn/<data folder name> for --data)",
     )
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--epochs", type=int, help="maximum epochs")
+    parser.add_argument(
+        "--patience", type=int, help="stop after this many epochs without a better validation MRR"
+    )
+    parser.add_argument("--history", type=int, help="history length k (RE-GCN ICEWS14: 3)")
+    parser.add_argument("--dim", type=int, help="embedding size")
+    parser.add_argument(
+        "--blocks", type=int, help="blocks of the static R-GCN weights (--n-bases); divide --dim"
+    )
+    parser.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
     parser.add_argument(
         "--mem-fraction",
         type=float,
-        default=0.5,
-        help="share of accelerator memory this process may use (default 0.5)",
+        help="share of accelerator memory this process may use (default graph.mem_fraction)",
     )
     parser.add_argument(
         "--static",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help=f"use the static entity-word graph ({STATIC_GRAPH_FILE}; default on)",
+        default=None,
+        help=f"use the static entity-word graph ({STATIC_GRAPH_FILE}; default: graph.train."
+        "static, else on when the folder has it)",
     )
     parser.add_argument(
         "--resume",
@@ -90,6 +96,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
+    """The request the flags ask for, each missing flag filled from ``config.graph.train``."""
+    settings = config.graph.train
+    data = args.data or config.train_data
+    if args.out is not None:
+        out = args.out
+    elif args.data is None:
+        out = config.graph_artifact
+    else:
+        out = config.paths.run_dir / "artifacts" / "regcn" / args.data.name
+    static = args.static if args.static is not None else settings.static
+    return TrainRequest(
+        data=data,
+        out=out,
+        epochs=_given(args.epochs, settings.epochs),
+        patience=_given(args.patience, settings.patience),
+        history=_given(args.history, settings.history),
+        dim=_given(args.dim, settings.dim),
+        blocks=_given(args.blocks, settings.blocks),
+        seed=_given(args.seed, settings.seed),
+        static=static if static is not None else (data / STATIC_GRAPH_FILE).is_file(),
+        progress=not args.no_progress,
+        resume=args.resume,
+        init_from=args.init_from,
+    )
+
+
+def _given(flag: int | None, setting: int) -> int:
+    return setting if flag is None else flag
 
 
 @dataclass(frozen=True)
@@ -188,27 +225,15 @@ def _initial_parameters(directory: Path, model_cfg: ModelConfig) -> tuple[Any, A
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        jax_env.configure(args.mem_fraction)
-    except (RuntimeError, ValueError) as exc:
+        config = load_config(args.config)
+        jax_env.configure(args.mem_fraction or config.graph.mem_fraction)
+    except (ConfigError, RuntimeError, ValueError) as exc:
         print(f"geopol train graph: {exc}", file=sys.stderr)
         return 2
     configure_logging("graph")
-    request = TrainRequest(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        patience=args.patience,
-        history=args.history,
-        dim=args.dim,
-        blocks=args.blocks,
-        seed=args.seed,
-        static=args.static,
-        progress=not args.no_progress,
-        resume=args.resume,
-        init_from=args.init_from,
-    )
+    request = request_from(args, config)
     try:
-        dataset = load_tkg(args.data)
+        dataset = load_tkg(request.data)
         result = train_graph(request, dataset)
     except (OSError, TkgFormatError, TrainError) as exc:
         print(f"geopol train graph: {exc}", file=sys.stderr)
@@ -218,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "valid": result.best_valid,
         "epochs": result.epochs,
         "compiles": result.compiles,
-        "artifact": str(args.out),
+        "artifact": str(request.out),
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "ids, to train the graph model that the pipeline's graph stage serves.",
     )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
-    parser.add_argument("--out", type=Path, help="output folder (default var/datasets/DATASET)")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/datasets/DATASET)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     if not (config.store_dir / "store.json").exists():
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     store = EventStore(config.store_dir, step_minutes=config.ingest.mapping.step_minutes)
-    out = args.out or Path("var/datasets") / config.ingest.dataset
+    out = args.out or config.dataset_dir
     try:
         counts = export_store(store, out)
     except DatasetError as err:
