@@ -173,7 +173,7 @@ class GraphTrainConfig(_Section):
 class GraphConfig(_Section):
     """The graph stage: which RE-GCN artifact it serves, what it sends per query, how to train.
 
-    ``artifact`` None means RUN_DIR/artifacts/regcn/DATASET (where ``make train`` writes);
+    ``artifact`` None means RUN_DIR/artifacts/regcn/DATASET (where ``make run`` trains it);
     ``steps`` is T (historical embeddings per entity), ``candidates`` is K.
     """
 
@@ -205,10 +205,14 @@ class Config(_Section):
         return self.stages[name]
 
     @property
+    def regcn_root(self) -> Path:
+        """Where trained RE-GCN artifacts go, one folder per dataset name."""
+        return self.paths.run_dir / "artifacts" / "regcn"
+
+    @property
     def graph_artifact(self) -> Path:
         """The RE-GCN artifact the graph stage serves."""
-        default = self.paths.run_dir / "artifacts" / "regcn" / self.ingest.dataset
-        return self.graph.artifact or default
+        return self.graph.artifact or self.regcn_root / self.ingest.dataset
 
     @property
     def dataset_dir(self) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from safetensors import numpy as st_numpy
 
 from services.graph.config import ModelConfig
+from shared.atomic import atomic_write_bytes
 
 KIND = "regcn"
 FORMAT_VERSION = 1
@@ -92,7 +92,7 @@ def save(
     if static_triples is not None:
         files[STATIC_FILE] = st_numpy.save({"triples": np.asarray(static_triples, np.int64)})
     for name, payload in files.items():
-        write_atomic(directory / name, payload)
+        atomic_write_bytes(directory / name, payload)
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -113,7 +113,7 @@ def save(
         "metrics": metrics,
     }
     path = directory / MANIFEST
-    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+    atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     return path
 
 
@@ -252,13 +252,3 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = array
     return tree
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write via a temporary file, fsync, rename: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

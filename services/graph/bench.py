@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from services.graph import jax_env
-from services.graph.train import TrainRequest, train_graph
+from services.graph.train import TrainRequest, has_static_graph, train_graph
 from services.ingest.tkg_loader import load_tkg
 from shared.bench import machine, report
 from shared.config import REPO_ROOT
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     jax_env.configure(args.mem_fraction)
     configure_logging("graph")
     dataset = load_tkg(data)
-    static = (data / "e-w-graph.txt").is_file()
+    static = has_static_graph(data)
     result = train_graph(
         TrainRequest(
             data=data,

@@ -8,9 +8,14 @@ ten more equal one run of twenty.
 
 Layout, inside the artifact folder (the artifact loader ignores it)::
 
-    checkpoint/state.safetensors   every array leaf of the train state, named by its pytree path
-    checkpoint/progress.json       epochs done, best so far, per-epoch records, shuffler state,
-                                   the configs and data fingerprints, sha256 of state.safetensors
+    checkpoint/state-NNNN.safetensors  every array leaf of the train state after NNNN epochs,
+                                       named by its pytree path
+    checkpoint/progress.json           epochs done, best so far, per-epoch records, shuffler
+                                       state, configs, data fingerprints, which state file
+                                       holds the arrays and its sha256
+
+A save writes the new state file beside the old one, then replaces progress.json atomically,
+then removes the old state file: a process killed at any point leaves a checkpoint that loads.
 
 No pickle: arrays go to safetensors, everything else to JSON. :func:`load` refuses a checkpoint
 of other data or other settings (only ``epochs`` and ``patience`` may change between legs),
@@ -30,12 +35,12 @@ import jax
 import numpy as np
 from safetensors import numpy as st_numpy
 
-from services.graph.artifact import write_atomic
+from services.graph.config import differences
+from shared.atomic import atomic_write_bytes
 
 DIRECTORY = "checkpoint"
-STATE_FILE = "state.safetensors"
 PROGRESS_FILE = "progress.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RESUMABLE_CHANGES = frozenset({"epochs", "patience"})
 """Train settings a resumed leg may change; ``init_from`` is not compared but kept as saved."""
 _NOT_COMPARED = RESUMABLE_CHANGES | {"init_from"}
@@ -76,27 +81,53 @@ def exists(out_dir: Path) -> bool:
 
 
 def unfinished(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds a run that was cut short (so its artifact is not the last word)."""
-    try:
-        return exists(out_dir) and not _read_progress(path_in(out_dir)).get("finished", False)
-    except CheckpointError:
+    """Whether ``out_dir`` holds a run that was cut short (so its artifact is not the last word).
+
+    A checkpoint folder whose progress file is missing or unreadable counts as cut short too:
+    reusing the artifact beside it as if training had ended would be the silent mistake.
+    """
+    if not path_in(out_dir).is_dir():
         return False
+    try:
+        return not read_progress(out_dir).get("finished", False)
+    except CheckpointError:
+        return True
+
+
+def read_progress(out_dir: Path) -> dict[str, Any]:
+    """The progress document of the checkpoint in ``out_dir`` (configs, epochs, best so far)."""
+    return _read_progress(path_in(out_dir))
 
 
 def save(out_dir: Path, state: Any, progress: RunProgress) -> Path:
-    """Write the state's arrays, then the progress file last (a cut-short save does not load)."""
+    """Write the state's arrays to a new file, point the progress file at it, drop the old one."""
     directory = path_in(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / PROGRESS_FILE).unlink(missing_ok=True)
+    state_file = f"state-{progress.epochs_done:04d}.safetensors"
     payload = st_numpy.save(_named_leaves(jax.device_get(state)))
-    write_atomic(directory / STATE_FILE, payload)
+    atomic_write_bytes(directory / state_file, payload)
+    _write_progress(directory, progress, state_file, hashlib.sha256(payload).hexdigest())
+    for old in directory.glob("state-*.safetensors"):
+        if old.name != state_file:
+            old.unlink()
+    return directory
+
+
+def finish(out_dir: Path, progress: RunProgress) -> None:
+    """Mark the run finished: rewrite only the progress file; the last state file stays."""
+    directory = path_in(out_dir)
+    saved = _read_progress(directory)
+    _write_progress(directory, progress, saved["state_file"], saved["state_sha256"])
+
+
+def _write_progress(directory: Path, progress: RunProgress, state_file: str, sha: str) -> None:
     document = {
         "format_version": FORMAT_VERSION,
-        "state_sha256": hashlib.sha256(payload).hexdigest(),
+        "state_file": state_file,
+        "state_sha256": sha,
         **asdict(progress),
     }
-    write_atomic(directory / PROGRESS_FILE, json.dumps(document, indent=1).encode("utf-8"))
-    return directory
+    atomic_write_bytes(directory / PROGRESS_FILE, json.dumps(document, indent=1).encode("utf-8"))
 
 
 def load(out_dir: Path, template: State, expected: RunProgress) -> tuple[State, RunProgress]:
@@ -116,15 +147,24 @@ def load(out_dir: Path, template: State, expected: RunProgress) -> tuple[State, 
         k: v for k, v in expected_json["train_config"].items() if k not in _NOT_COMPARED
     }
     _same(directory, "train_config", saved_train, wanted_train)
-    payload = (directory / STATE_FILE).read_bytes()
+    state_path = directory / document["state_file"]
+    if not state_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {directory}: {PROGRESS_FILE} names {state_path.name}, which is missing"
+        )
+    payload = state_path.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != document["state_sha256"]:
         raise CheckpointError(
-            f"checkpoint {directory}: sha256 of {STATE_FILE} is {digest} but {PROGRESS_FILE} "
-            f"says {document['state_sha256']} (file changed after saving)"
+            f"checkpoint {directory}: sha256 of {state_path.name} is {digest} but "
+            f"{PROGRESS_FILE} says {document['state_sha256']} (file changed after saving)"
         )
     state = _restore(directory, st_numpy.load(payload), template)
-    fields_ = {k: v for k, v in document.items() if k not in ("format_version", "state_sha256")}
+    fields_ = {
+        k: v
+        for k, v in document.items()
+        if k not in ("format_version", "state_file", "state_sha256")
+    }
     changes = {k: v for k, v in expected.train_config.items() if k in RESUMABLE_CHANGES}
     progress = RunProgress(**{**fields_, "train_config": {**document["train_config"], **changes}})
     return state, progress
@@ -186,11 +226,7 @@ def _read_progress(directory: Path) -> dict[str, Any]:
 
 def _same(directory: Path, section: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
     """Refuse when any key of ``section`` differs, naming the first few keys and both values."""
-    differing = [
-        f"{key}: {saved.get(key)!r} saved, {wanted.get(key)!r} now"
-        for key in sorted(set(saved) | set(wanted))
-        if saved.get(key) != wanted.get(key)
-    ]
+    differing = differences(saved, wanted, ("saved", "now"))
     if differing:
         raise CheckpointError(
             f"checkpoint {directory} is of another run ({section} differs: "

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from shared.atomic import atomic_write_text
 
 FILTERS = ("time-aware", "raw")
 METRIC_KEYS = ("mrr", "hits@1", "hits@3", "hits@10")
@@ -66,9 +66,9 @@ def write_ranking(
             "command": command or shlex.join(sys.argv),
             "notes": notes,
         }
-        _atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _atomic_write(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-        _atomic_write(path.with_suffix(".md"), render_markdown(report, sidecar))
+        atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path.with_suffix(".md"), render_markdown(report, sidecar))
     return path
 
 
@@ -154,15 +154,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -1,7 +1,8 @@
 """``geopol eval --data DIR``: every ranking method on any benchmark folder, into eval.json.
 
 Runs the frequency and recurrency baselines, then RE-GCN: an artifact already trained on the
-same data (its manifest's vocabulary hashes must match) is reused, otherwise one is trained.
+same data (its manifest's vocabulary hashes must match) is reused, a run that was cut short
+(its checkpoint is unfinished) is resumed with its own settings, otherwise one is trained.
 All land in reports/eval.json under the dataset's name, so anyone can run us on data we have
 never seen. This module imports no JAX until ``jax_env.configure`` has run.
 """
@@ -15,11 +16,10 @@ from pathlib import Path
 
 from services.graph import baselines, eval_report, jax_env
 from services.graph.artifact import ArtifactError, read_manifest, vocab_sha256
-from services.graph.train import TrainError, TrainRequest, train_graph
+from services.graph.train import TrainError, TrainRequest, has_static_graph, train_graph
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
+from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.log import configure_logging
-
-ARTIFACT_ROOT = Path("var/artifacts/regcn")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--artifact",
         type=Path,
-        help=f"RE-GCN artifact to reuse or train (default {ARTIFACT_ROOT}/NAME)",
+        help="RE-GCN artifact to reuse or train (default RUN_DIR/artifacts/regcn/NAME)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="config giving RUN_DIR (paths.run_dir)"
     )
     parser.add_argument("--epochs", type=int, default=30, help="max epochs if training")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
@@ -69,29 +72,43 @@ def reusable(artifact: Path, dataset: TkgDataset) -> bool:
     )
 
 
-def evaluate_regcn(args: argparse.Namespace, dataset: TkgDataset, name: str) -> None:
-    artifact = args.artifact or ARTIFACT_ROOT / name
+def training_request(args: argparse.Namespace, artifact: Path) -> TrainRequest:
+    """Train afresh with the eval flags, or resume an interrupted run with the settings it was
+    started with (read from its checkpoint, so a run started with --history 10 resumes as one)."""
     from services.graph import checkpoint  # JAX, after configure
 
-    interrupted = checkpoint.unfinished(artifact)
-    if reusable(artifact, dataset) and not interrupted:
+    static = args.static if args.static is not None else has_static_graph(args.data)
+    common = {"data": args.data, "out": artifact, "progress": not args.no_progress}
+    if not checkpoint.unfinished(artifact):
+        return TrainRequest(**common, epochs=args.epochs, patience=args.patience, static=static)
+    try:
+        saved = checkpoint.read_progress(artifact)
+    except checkpoint.CheckpointError as exc:
+        raise TrainError(f"{exc}; remove {checkpoint.path_in(artifact)} to train afresh") from exc
+    model_cfg, train_cfg = saved["model_config"], saved["train_config"]
+    print(f"resuming the interrupted RE-GCN run checkpointed in {artifact}")
+    return TrainRequest(
+        **common,
+        epochs=train_cfg["epochs"],
+        patience=train_cfg["patience"],
+        history=model_cfg["history"],
+        dim=model_cfg["dim"],
+        blocks=model_cfg["num_blocks"],
+        seed=train_cfg["seed"],
+        static=model_cfg["use_static"],
+        resume=True,
+    )
+
+
+def evaluate_regcn(args: argparse.Namespace, dataset: TkgDataset, name: str) -> None:
+    artifact = args.artifact or load_config(args.config).regcn_root / name
+    from services.graph import checkpoint  # JAX, after configure
+
+    if reusable(artifact, dataset) and not checkpoint.unfinished(artifact):
         print(f"reusing RE-GCN artifact {artifact}")
     else:
-        if interrupted:
-            print(f"resuming the interrupted RE-GCN run checkpointed in {artifact}")
-        static = args.static if args.static is not None else (args.data / "e-w-graph.txt").is_file()
-        train_graph(
-            TrainRequest(
-                data=args.data,
-                out=artifact,
-                epochs=args.epochs,
-                patience=args.patience,
-                static=static,
-                progress=not args.no_progress,
-                resume=interrupted,
-            ),
-            dataset,
-        )
+        train_graph(training_request(args, artifact), dataset)
+
     from services.graph.trainer import evaluate_artifact  # JAX, after configure
 
     metrics = evaluate_artifact(artifact, dataset, "test")
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         baselines.run(args.data, name, args.reports)
         if not args.baselines_only:
             evaluate_regcn(args, dataset, name)
-    except (OSError, TkgFormatError, TrainError, ArtifactError, RuntimeError) as exc:
+    except (OSError, TkgFormatError, TrainError, ArtifactError, ConfigError, RuntimeError) as exc:
         print(f"geopol eval: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -19,9 +19,9 @@ from typing import Any
 import structlog
 
 from services.graph import jax_env
-from services.graph.artifact import ArtifactError
+from services.graph.artifact import ArtifactError, vocab_sha256
 from services.graph.artifact import load as load_artifact
-from services.graph.config import ModelConfig, TrainConfig
+from services.graph.config import ModelConfig, TrainConfig, differences
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
@@ -58,16 +58,27 @@ def _parser() -> argparse.ArgumentParser:
         help="artifact folder (default: the config's graph artifact for the config's data, "
         "RUN_DIR/artifacts/regcn/<data folder name> for --data)",
     )
-    parser.add_argument("--epochs", type=int, help="maximum epochs")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default graph.train.epochs)")
     parser.add_argument(
-        "--patience", type=int, help="stop after this many epochs without a better validation MRR"
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a better validation MRR "
+        "(default graph.train.patience)",
     )
-    parser.add_argument("--history", type=int, help="history length k (RE-GCN ICEWS14: 3)")
-    parser.add_argument("--dim", type=int, help="embedding size")
     parser.add_argument(
-        "--blocks", type=int, help="blocks of the static R-GCN weights (--n-bases); divide --dim"
+        "--history", type=int, help="history length k (default graph.train.history)"
     )
-    parser.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
+    parser.add_argument("--dim", type=int, help="embedding size (default graph.train.dim)")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        help="blocks of the static R-GCN weights; divides --dim (default graph.train.blocks)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of initialisation, shuffling and dropout (default graph.train.seed)",
+    )
     parser.add_argument(
         "--mem-fraction",
         type=float,
@@ -91,11 +102,18 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="ARTIFACT",
-        help="warm start: begin from the parameters of this artifact (same data and model "
-        "settings) with a fresh optimiser; the manifest records it",
+        help="warm start: begin from the parameters of this artifact (same vocabulary and model "
+        "settings; not the --out folder) with a fresh optimiser. Its validation score is the "
+        "bar to beat: until an epoch does, --out holds it with best_epoch -1. The manifest "
+        "records where it came from",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def has_static_graph(data: Path) -> bool:
+    """Whether the benchmark folder has the entity-word graph (then the static graph is used)."""
+    return (data / STATIC_GRAPH_FILE).is_file()
 
 
 def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
@@ -107,7 +125,7 @@ def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
     elif args.data is None:
         out = config.graph_artifact
     else:
-        out = config.paths.run_dir / "artifacts" / "regcn" / args.data.name
+        out = config.regcn_root / args.data.resolve().name
     static = args.static if args.static is not None else settings.static
     return TrainRequest(
         data=data,
@@ -118,14 +136,14 @@ def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
         dim=_given(args.dim, settings.dim),
         blocks=_given(args.blocks, settings.blocks),
         seed=_given(args.seed, settings.seed),
-        static=static if static is not None else (data / STATIC_GRAPH_FILE).is_file(),
+        static=static if static is not None else has_static_graph(data),
         progress=not args.no_progress,
         resume=args.resume,
         init_from=args.init_from,
     )
 
 
-def _given(flag: int | None, setting: int) -> int:
+def _given(flag: float | None, setting: float) -> Any:
     return setting if flag is None else flag
 
 
@@ -183,13 +201,22 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
         )
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
+    if request.resume and request.init_from is not None:
+        raise TrainError("--resume continues a run as it was started; leave out --init-from")
     if request.resume and (request.out is None or not checkpoint.exists(request.out)):
-        raise TrainError(f"--resume: no checkpoint in {request.out} to continue")
+        raise TrainError(
+            f"--resume: no checkpoint in {request.out} to continue (train without --resume)"
+        )
     if not request.resume and request.out is not None and checkpoint.exists(request.out):
         log.warning("starting_afresh", checkpoint=str(checkpoint.path_in(request.out)))
     init = None
-    if request.init_from is not None and not request.resume:
-        init = _initial_parameters(request.init_from, model_cfg)
+    if request.init_from is not None:
+        if request.out is not None and request.init_from.resolve() == request.out.resolve():
+            raise TrainError(
+                f"--init-from {request.init_from} is the --out folder: the run would overwrite "
+                "the model it starts from; copy it elsewhere first"
+            )
+        init = _initial_parameters(request.init_from, model_cfg, dataset)
     try:
         return trainer.train_and_evaluate(
             dataset,
@@ -205,18 +232,27 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
         raise TrainError(str(exc)) from exc
 
 
-def _initial_parameters(directory: Path, model_cfg: ModelConfig) -> tuple[Any, Any]:
-    """Parameters and statistics of a saved model built exactly like ``model_cfg``."""
+def _initial_parameters(
+    directory: Path, model_cfg: ModelConfig, dataset: TkgDataset
+) -> tuple[Any, Any]:
+    """Parameters and statistics of a saved model of this dataset built exactly like ``model_cfg``."""
     try:
         saved = load_artifact(
             directory, num_entities=model_cfg.num_entities, num_relations=model_cfg.num_relations
         )
     except (ArtifactError, OSError) as exc:
         raise TrainError(f"--init-from: {exc}") from exc
-    theirs, ours = saved.model_config.to_dict(), model_cfg.to_dict()
-    differing = [
-        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs[k] != ours[k]
-    ]
+    data = saved.manifest["data"]
+    for key, names in (
+        ("entities_sha256", dataset.entity_names),
+        ("relations_sha256", dataset.relation_names),
+    ):
+        if data.get(key) != vocab_sha256(names):
+            raise TrainError(
+                f"--init-from {directory}: trained on {data.get('dataset')!r}, whose vocabulary "
+                f"({key}) differs from {dataset.name}'s"
+            )
+    differing = differences(saved.model_config.to_dict(), model_cfg.to_dict(), ("there", "here"))
     if differing:
         raise TrainError(f"--init-from {directory}: other model settings ({'; '.join(differing)})")
     return saved.params, saved.batch_stats
@@ -226,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        jax_env.configure(args.mem_fraction or config.graph.mem_fraction)
+        mem_fraction = _given(args.mem_fraction, config.graph.mem_fraction)
+        jax_env.configure(mem_fraction)
     except (ConfigError, RuntimeError, ValueError) as exc:
         print(f"geopol train graph: {exc}", file=sys.stderr)
         return 2

@@ -259,7 +259,8 @@ def train_and_evaluate(
     With ``out_dir`` set, a checkpoint of the whole run is written after every epoch and
     ``resume`` continues from it. ``init`` starts from trained parameters instead of random ones
     (a warm start: fresh optimiser moments; ``train_cfg.init_from`` says where they came from);
-    their validation score is the best-so-far that the first epoch must beat.
+    their validation score is the best-so-far that the first epoch must beat, and they are saved
+    as the artifact with ``best_epoch`` -1 until an epoch does.
     """
     _check_dataset(dataset, model_cfg, static_triples)
     timeline = build_timeline(dataset, train_cfg)
@@ -284,8 +285,13 @@ def train_and_evaluate(
         shuffler.bit_generator.state = run.shuffler_state
         train_cfg = replace(train_cfg, init_from=run.train_config.get("init_from", ""))
         log.info("resumed", epochs_done=run.epochs_done, best_epoch=run.best_epoch)
-    elif init is not None:
-        state = _warm_start(state, init)
+    else:
+        if init is not None:
+            params, batch_stats = jax.tree.map(jnp.asarray, init)
+            state = state._replace(params=params, batch_stats=batch_stats)
+        if out_dir is not None:  # replaces any older run's checkpoint and marks this one begun
+            checkpoint.save(out_dir, state, run)
+    if init is not None and not resume:
         valid = evaluate(
             predict_step, state.params, state.batch_stats, timeline, "valid", graph, model_cfg
         )
@@ -293,6 +299,7 @@ def train_and_evaluate(
         log.info("warm_start", init_from=train_cfg.init_from, valid_mrr_filtered=run.best_mrr)
         if out_dir is not None:
             _save(out_dir, state, model_cfg, train_cfg, static_triples, dataset, -1, valid)
+            checkpoint.save(out_dir, state, run)
     targets = [i for i in timeline.indices("train") if i > 0]
     log.info(
         "training_start",
@@ -330,18 +337,10 @@ def train_and_evaluate(
         if not improved and epoch - run.best_epoch >= train_cfg.patience:
             log.info("early_stop", epoch=epoch, best_epoch=run.best_epoch)
             break
-    if out_dir is not None and run.epochs_done:
+    if out_dir is not None:
         run.finished = True
-        checkpoint.save(out_dir, state, run)
+        checkpoint.finish(out_dir, run)
     return TrainResult(run.best_epoch, run.best_valid, run.records, dict(counter.counts), out_dir)
-
-
-def _warm_start(state: TrainState, init: tuple[model.Params, model.BatchStats]) -> TrainState:
-    """``state`` with the given parameters and statistics, refused unless every shape matches."""
-    if jax.tree.map(np.shape, (state.params, state.batch_stats)) != jax.tree.map(np.shape, init):
-        raise ValueError("the initial parameters do not have this model's names and shapes")
-    params, batch_stats = jax.tree.map(jnp.asarray, init)
-    return state._replace(params=params, batch_stats=batch_stats)
 
 
 def _run_epoch(

@@ -20,7 +20,8 @@ from services.ingest import cameo
 from services.ingest.gdelt_reader import read_export, source_files
 from services.ingest.mapping import NO_ACTOR, MappingConfig, to_quadruples
 from services.ingest.store import EventStore, IngestStats, KeyLabels
-from services.ingest.vocab import atomic_write, first_appearance
+from services.ingest.vocab import first_appearance
+from shared.atomic import atomic_write
 from shared.log import get_logger
 
 log = get_logger(__name__)

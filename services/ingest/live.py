@@ -46,7 +46,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from services.ingest.fetch_ledger import Check, FetchLedger
-from services.ingest.vocab import fsync_dir
+from shared.atomic import fsync_dir
 from shared.log import get_logger
 
 log = get_logger(__name__)

@@ -42,7 +42,8 @@ import numpy as np
 import polars as pl
 import structlog
 
-from services.ingest.vocab import Vocabulary, atomic_write, first_appearance, fsync_dir
+from services.ingest.vocab import Vocabulary, first_appearance
+from shared.atomic import atomic_write, atomic_write_bytes, fsync_dir
 
 log = structlog.get_logger(__name__)
 
@@ -636,7 +637,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
     data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
-    atomic_write(path, lambda handle: handle.write(data))
+    atomic_write_bytes(path, data)
 
 
 def _append_bytes(path: Path, data: bytes) -> None:

@@ -5,21 +5,19 @@ so an id must never change once handed out: keys only ever get appended, in orde
 appearance, and the file on disk is replaced atomically so a crash leaves the old or the new
 version, never a mix. The TSV is meant to be read by people too (``id<TAB>key<TAB>label``).
 
-``atomic_write`` lives here because this is the lowest-level module of the event store; the
-store reuses it for its parquet partitions and JSON files.
+Files are replaced with ``shared.atomic.atomic_write``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import polars as pl
+
+from shared.atomic import atomic_write_bytes
 
 HEADER = "id\tkey\tlabel"
 # Characters that would break the one-record-per-line TSV.
@@ -30,35 +28,6 @@ KeySource = Sequence[str] | pl.Series
 
 class VocabularyError(ValueError):
     """A vocabulary file or key is invalid; the message names the file and line when known."""
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry so a rename inside it survives a power cut, not just a crash."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` via a temp file in the same directory, fsync, then ``os.replace``.
-
-    Readers therefore see either the previous file or the complete new one. The temp file is
-    removed when anything fails, so an aborted write leaves no debris behind.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _as_list(keys: KeySource) -> list[str]:
@@ -216,7 +185,7 @@ class Vocabulary:
     def save(self, path: Path) -> None:
         """Write the TSV atomically (temp file, fsync, rename)."""
         data = self.to_bytes()
-        atomic_write(Path(path), lambda handle: handle.write(data))
+        atomic_write_bytes(Path(path), data)
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:

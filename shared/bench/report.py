@@ -8,20 +8,12 @@ interrupted run never leaves a half-written report.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from shared.atomic import atomic_write_text
+
 REPORTS_DIR = Path("reports")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -38,14 +30,15 @@ def write_section(
 
     ``markdown`` must name the command that reproduces the figures (REPORTS.md asks for it).
     """
+    reports_dir.mkdir(parents=True, exist_ok=True)
     json_path = reports_dir / "bench.json"
     report = load(json_path)
     report[section] = values
-    _atomic_write(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     blocks_path = reports_dir / ".bench-md.json"
     blocks = load(blocks_path)
     blocks[section] = markdown
-    _atomic_write(blocks_path, json.dumps(blocks, indent=2) + "\n")
+    atomic_write_text(blocks_path, json.dumps(blocks, indent=2) + "\n")
     body = "\n\n".join(blocks[k] for k in sorted(blocks))
-    _atomic_write(reports_dir / "bench.md", f"# Geopol benchmarks\n\n{body}\n")
+    atomic_write_text(reports_dir / "bench.md", f"# Geopol benchmarks\n\n{body}\n")
     return json_path

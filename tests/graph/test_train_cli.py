@@ -70,4 +70,6 @@ def test_the_cli_trains_from_a_config_and_writes_the_artifact(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout[done.stdout.index("{\n") :])["best_epoch"] == 0
     artifact = tmp_path / "run" / "artifacts" / "regcn" / "SIM"
-    assert read_manifest(artifact)["train_config"]["epochs"] == 1
+    manifest = read_manifest(artifact)
+    assert manifest["train_config"]["epochs"] == 1
+    assert (manifest["config"]["dim"], manifest["config"]["history"]) == (16, 2)
