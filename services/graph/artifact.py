@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from safetensors import numpy as st_numpy
 
+from services.graph.checked_files import read_json, read_with_sha256
 from services.graph.config import ModelConfig
 from shared.atomic import atomic_write_bytes
 
@@ -119,15 +120,7 @@ def save(
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The parsed manifest, after checking it is a RE-GCN artifact of a known format."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"graph artifact {directory}: missing {MANIFEST}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(
-            f"graph artifact {directory}: {MANIFEST} is not valid JSON ({exc})"
-        ) from None
+    manifest = read_json(Path(directory) / MANIFEST, f"graph artifact {directory}", ArtifactError)
     _require(directory, "kind", manifest.get("kind"), KIND)
     _require(directory, "format_version", manifest.get("format_version"), FORMAT_VERSION)
     return manifest
@@ -200,14 +193,9 @@ def _read_checked(directory: Path, name: str, entry: dict[str, Any]) -> bytes:
         raise ArtifactError(
             f"graph artifact {directory}: {name} has {size} bytes but {MANIFEST} says {entry['bytes']}"
         )
-    payload = path.read_bytes()
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != entry["sha256"]:
-        raise ArtifactError(
-            f"graph artifact {directory}: sha256 of {name} is {digest} but {MANIFEST} says "
-            f"{entry['sha256']} (file changed after saving)"
-        )
-    return payload
+    return read_with_sha256(
+        path, entry["sha256"], MANIFEST, f"graph artifact {directory}", ArtifactError
+    )
 
 
 def _check_tensors(

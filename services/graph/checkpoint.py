@@ -35,6 +35,7 @@ import jax
 import numpy as np
 from safetensors import numpy as st_numpy
 
+from services.graph.checked_files import read_json, read_with_sha256
 from services.graph.config import differences
 from shared.atomic import atomic_write_bytes
 
@@ -147,18 +148,13 @@ def load(out_dir: Path, template: State, expected: RunProgress) -> tuple[State, 
         k: v for k, v in expected_json["train_config"].items() if k not in _NOT_COMPARED
     }
     _same(directory, "train_config", saved_train, wanted_train)
-    state_path = directory / document["state_file"]
-    if not state_path.is_file():
-        raise CheckpointError(
-            f"checkpoint {directory}: {PROGRESS_FILE} names {state_path.name}, which is missing"
-        )
-    payload = state_path.read_bytes()
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != document["state_sha256"]:
-        raise CheckpointError(
-            f"checkpoint {directory}: sha256 of {state_path.name} is {digest} but "
-            f"{PROGRESS_FILE} says {document['state_sha256']} (file changed after saving)"
-        )
+    payload = read_with_sha256(
+        directory / document["state_file"],
+        document["state_sha256"],
+        PROGRESS_FILE,
+        f"checkpoint {directory}",
+        CheckpointError,
+    )
     state = _restore(directory, st_numpy.load(payload), template)
     fields_ = {
         k: v
@@ -209,16 +205,10 @@ def _as_json(value: Any) -> Any:
 
 
 def _read_progress(directory: Path) -> dict[str, Any]:
-    path = directory / PROGRESS_FILE
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint to resume: {path} not found")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not valid JSON ({exc})") from None
+    document = read_json(directory / PROGRESS_FILE, f"checkpoint {directory}", CheckpointError)
     if document.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path}: format_version is {document.get('format_version')!r} "
+            f"checkpoint {directory}: format_version is {document.get('format_version')!r} "
             f"but {FORMAT_VERSION} is expected"
         )
     return document

@@ -48,6 +48,7 @@ import structlog
 
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError, load, vocab_sha256
+from services.graph.checked_files import read_json
 from services.ingest.store import SPLITS
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared.log import configure_logging
@@ -364,13 +365,7 @@ def load_export(directory: Path) -> ExportedSplit:
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise ExportError(f"embedding export {directory}: missing {MANIFEST}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"embedding export {directory}: {MANIFEST} unreadable ({exc})") from None
+    manifest = read_json(directory / MANIFEST, f"embedding export {directory}", ExportError)
     found = (manifest.get("kind"), manifest.get("format_version"))
     if found != (KIND, FORMAT_VERSION):
         raise ExportError(
