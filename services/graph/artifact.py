@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from safetensors import numpy as st_numpy
 
-from services.graph.checked_files import read_json, read_with_sha256
 from services.graph.config import ModelConfig
 from shared.atomic import atomic_write_bytes
+from shared.manifest import read_json, read_with_sha256
 
 KIND = "regcn"
 FORMAT_VERSION = 1
@@ -66,11 +66,6 @@ class GraphArtifact:
     params: dict[str, Any]
     batch_stats: dict[str, Any]
     static_triples: np.ndarray | None
-
-
-def vocab_sha256(names: list[str]) -> str:
-    """Fingerprint of an id -> name vocabulary (order matters: ids are positions)."""
-    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
 def save(

@@ -49,10 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services.graph import eval_report
 from services.graph.queries import StepQueries, expand_ranges, iter_step_queries, with_inverse
 from services.graph.ranking import RankCounts, count_ranks, reciprocal_rank, summarise
 from services.ingest.tkg_loader import TkgDataset, load_tkg
+from shared import eval_report
 
 LAMBDAS = (0.0, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.5, 0.9, 1.0001)
 ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999)
@@ -215,11 +215,16 @@ class SweepResult:
     relation: np.ndarray
 
 
+def full_history(bench: Benchmark) -> History:
+    """The history of every fact of the benchmark (inverse ones included), none taken in yet."""
+    facts = with_inverse(np.concatenate(list(bench.splits.values())), bench.num_relations)
+    return History(facts, bench.num_entities, bench.num_relations, LAMBDAS)
+
+
 def sweep(bench: Benchmark, split: str, variants: Variants) -> SweepResult:
     """Score every query of ``split`` with each variant, its history being all facts before it."""
     _require_own_steps(bench, split)
-    facts = with_inverse(np.concatenate(list(bench.splits.values())), bench.num_relations)
-    history = History(facts, bench.num_entities, bench.num_relations, LAMBDAS)
+    history = full_history(bench)
     raw: list[list[RankCounts]] = []
     filtered: list[list[RankCounts]] = []
     relations = []
@@ -296,6 +301,15 @@ class RecurrencyParams:
         lambdas = _histogram(LAMBDAS, self.lambda_index)
         return f"lambda {lambdas}; alpha {_histogram(ALPHAS, self.alpha_index)}"
 
+    def to_dict(self) -> dict[str, object]:
+        """The summary and every relation's lambda and alpha (id order, inverses after), as
+        JSON: what a report or an export manifest records of the tuning."""
+        return {
+            "description": self.describe(),
+            "lambda": [LAMBDAS[i] for i in self.lambda_index.tolist()],
+            "alpha": [ALPHAS[i] for i in self.alpha_index.tolist()],
+        }
+
 
 def _histogram(grid: tuple[float, ...], index: np.ndarray) -> str:
     counts = np.bincount(index, minlength=len(grid))
@@ -327,19 +341,56 @@ def _alpha_grid(scores: StepScores, lambda_index: np.ndarray) -> Iterable[np.nda
     return (scores.combined(per_query, np.full(n, alpha)) for alpha in ALPHAS)
 
 
+def recurrency_scores(scores: StepScores, params: RecurrencyParams) -> np.ndarray:
+    """The ``recurrency`` method (alpha psi + (1 - alpha) xi, each relation's tuned values)."""
+    relation = scores.queries.relation
+    alpha = np.asarray(ALPHAS)[params.alpha_index[relation]]
+    return scores.combined(params.lambda_index[relation], alpha)
+
+
+class RecurrencyScorer:
+    """The tuned ``recurrency`` method's scores of given objects, for queries asked step by step
+    in time order (the embedding export scores each question's candidates with it).
+
+    Single-step like :func:`sweep`: a query at step ``t`` is scored from every fact before ``t``.
+    Each step builds the dense scores of its distinct ``(s, r)`` only, not of every query.
+    """
+
+    def __init__(self, bench: Benchmark, params: RecurrencyParams) -> None:
+        self.history = full_history(bench)
+        self.params = params
+        self._last_t: int | None = None
+
+    def scores(
+        self, t: int, subject: np.ndarray, relation: np.ndarray, objects: np.ndarray
+    ) -> np.ndarray:
+        """``[Q, K]``: the score of ``objects[i]`` for ``(subject[i], relation[i], ?, t)``."""
+        if self._last_t is not None and t < self._last_t:
+            raise ValueError(f"steps must be asked in time order: {t} after {self._last_t}")
+        self._last_t = t
+        self.history.advance_to(t)
+        pairs, row = np.unique(np.stack([subject, relation], axis=1), axis=0, return_inverse=True)
+        matrix = recurrency_scores(StepScores(self.history, _unlabelled(t, pairs)), self.params)
+        return matrix[row.reshape(-1, 1), np.asarray(objects)]
+
+
+def _unlabelled(t: int, pairs: np.ndarray) -> StepQueries:
+    """Queries ``(s, r, ?, t)`` whose answer is not known: gold -1 and nothing to filter (only
+    ranking reads those)."""
+    none = np.zeros(0, dtype=np.int64)
+    return StepQueries(t, pairs[:, 0], pairs[:, 1], np.full(len(pairs), -1), none, none)
+
+
 def evaluate(
     bench: Benchmark, params: RecurrencyParams, split: str = "test"
 ) -> dict[str, dict[str, dict[str, float | int]]]:
     """Metrics of every method in METHODS: {method: {"time-aware": {...}, "raw": {...}}}."""
-    alphas = np.asarray(ALPHAS)
 
     def variants(scores: StepScores) -> Iterable[np.ndarray]:
-        relation = scores.queries.relation
-        lambda_index = params.lambda_index[relation]
         yield scores.frequency()
         yield scores.relaxed
-        yield scores.strict(lambda_index)
-        yield scores.combined(lambda_index, alphas[params.alpha_index[relation]])
+        yield scores.strict(params.lambda_index[scores.queries.relation])
+        yield recurrency_scores(scores, params)
 
     result = sweep(bench, split, variants)
     return {

@@ -35,9 +35,9 @@ import jax
 import numpy as np
 from safetensors import numpy as st_numpy
 
-from services.graph.checked_files import read_json, read_with_sha256
 from services.graph.config import differences
 from shared.atomic import atomic_write_bytes
+from shared.manifest import read_json, read_with_sha256
 
 DIRECTORY = "checkpoint"
 PROGRESS_FILE = "progress.json"

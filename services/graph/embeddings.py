@@ -5,7 +5,9 @@ TGL-LLM feeds the LLM, for a query ``(s, r, ?, t)``, the subject's and each cand
 steps before ``t`` (each an encoding of the ``k`` snapshots ending at that step, exactly what
 RE-GCN would use to predict the step after it), and the relation's embedding ``R`` from the newest
 encoding. The candidates' scores are RE-GCN's own decoder logits (Eq. 9) from that newest
-encoding, so ``scores`` here equal ``model.predict`` on the same history.
+encoding, so ``scores`` here equal ``model.predict`` on the same history, and ``query`` is the
+decoder's vector for ``(s, r)`` that gives them: ``scores == query @ tanh(candidates[:, -1]).T``.
+The frame layout is :mod:`shared.graph_frames`'s.
 
 Candidates, per evaluation protocol (DESIGN.md):
 
@@ -21,11 +23,9 @@ functions, so what the LLM is trained on is what it is served. Import only after
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,8 @@ from services.graph.artifact import GraphArtifact
 from services.graph.config import ModelConfig
 from services.graph.history import MCQ_LOOKBACK
 from services.graph.snapshots import History, Queries, make_queries, static_graph
+from shared.graph_frames import QueryFrames
+from shared.manifest import manifest_id
 
 if TYPE_CHECKING:
     from services.graph.history import RecentWindow
@@ -61,15 +63,6 @@ class WindowEmbeddings(NamedTuple):
     entities: jax.Array
     relations: jax.Array
     cutoff: int | None
-
-
-class QueryFrames(NamedTuple):
-    """The float32 frames of one EMBEDDINGS message (or one exported row), in wire order."""
-
-    subject: np.ndarray
-    relation: np.ndarray
-    candidates: np.ndarray
-    scores: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -108,16 +101,9 @@ class GraphModel:
         self, emb: WindowEmbeddings, subject: int, relation: int, k: int
     ) -> tuple[np.ndarray, QueryFrames]:
         """Candidate ids and frames of one query under the live protocol (the model's top-K)."""
-        scores = entity_scores(self, emb, np.array([subject]), np.array([relation]))[0]
-        candidates = live_candidates(scores, k)
-        return candidates, query_frames(emb, subject, relation, candidates, scores)
-
-
-def manifest_id(manifest: dict[str, Any]) -> str:
-    """sha256 of the artifact manifest in canonical JSON: names the model, its data and its files
-    (the manifest holds every file's hash), independent of how the file was formatted."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(canonical).hexdigest()
+        scores, query = entity_scores(self, emb, np.array([subject]), np.array([relation]))
+        candidates = live_candidates(scores[0], k)
+        return candidates, query_frames(emb, subject, relation, candidates, scores[0], query[0])
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -153,23 +139,24 @@ def _encode_steps(
 
 def entity_scores(
     graph_model: GraphModel, emb: WindowEmbeddings, subject: np.ndarray, relation: np.ndarray
-) -> np.ndarray:
-    """``[Q, N]`` decoder logits of every entity as the object of ``(subject, relation, ?)``."""
-    rows = []
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[Q, N]`` decoder logits of every entity as the object of ``(subject, relation, ?)``, and
+    the ``[Q, d]`` decoder query vectors they come from (logits = query @ tanh(H_t)^T)."""
+    logits, queries = [], []
     for start in range(0, len(subject), SCORE_CHUNK):
         s, r = subject[start : start + SCORE_CHUNK], relation[start : start + SCORE_CHUNK]
         size = min(SCORE_CHUNK, 1 << max(0, len(s) - 1).bit_length())
-        queries = make_queries(s, r, np.zeros_like(s), size)
-        logits = _score_chunk(
+        chunk_logits, chunk_queries = _score_chunk(
             graph_model.params["entity_decoder"],
             graph_model.batch_stats["entity_decoder"],
             emb.entities[-1],
             emb.relations,
-            queries,
+            make_queries(s, r, np.zeros_like(s), size),
             graph_model.cfg,
         )
-        rows.append(np.asarray(logits, dtype=np.float32)[: len(s)])
-    return np.concatenate(rows)
+        logits.append(np.asarray(chunk_logits, dtype=np.float32)[: len(s)])
+        queries.append(np.asarray(chunk_queries, dtype=np.float32)[: len(s)])
+    return np.concatenate(logits), np.concatenate(queries)
 
 
 @partial(jax.jit, static_argnames="cfg")
@@ -180,12 +167,13 @@ def _score_chunk(
     relations: jax.Array,
     queries: Queries,
     cfg: ModelConfig,
-) -> jax.Array:
-    """Eq. (9) against the newest encoding, exactly as ``model.predict`` computes it."""
+) -> tuple[jax.Array, jax.Array]:
+    """Eq. (9) against the newest encoding, as ``model.entity_scores`` (and so ``model.predict``)
+    computes it, with the query vectors: logits ``[Q, N]`` and queries ``[Q, d]``."""
     enc = model.Encoding(entities, relations, entities[None], None)
     key = jax.random.PRNGKey(0)  # unused: no dropout in evaluation
-    logits, _ = model.entity_scores(decoder, stats, enc, queries, cfg, key, False)
-    return logits
+    features, _ = model.entity_query(decoder, stats, enc, queries, cfg, key, False)
+    return features @ jnp.tanh(entities).T, features
 
 
 def query_frames(
@@ -194,12 +182,15 @@ def query_frames(
     relation: int,
     candidates: np.ndarray,
     scores: np.ndarray,
+    query: np.ndarray,
 ) -> QueryFrames:
-    """Frames ``subject [T, d]``, ``relation [d]``, ``candidates [K, T, d]``, ``scores [K]``."""
+    """The five frames of one query (shared.graph_frames): its rows of the window embeddings,
+    ``scores [N]`` (its logits of every entity) at the candidates, and its ``query [d]`` vector."""
     rows = _gather_rows(emb.entities, emb.relations, subject, relation, candidates)
     return QueryFrames(
         *(np.asarray(row, dtype=np.float32) for row in rows),
         scores=np.ascontiguousarray(scores[candidates], dtype=np.float32),
+        query=np.ascontiguousarray(query, dtype=np.float32),
     )
 
 

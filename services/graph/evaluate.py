@@ -14,12 +14,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.graph import baselines, eval_report, jax_env
-from services.graph.artifact import ArtifactError, read_manifest, vocab_sha256
+from services.graph import baselines, jax_env
+from services.graph.artifact import ArtifactError, read_manifest
 from services.graph.train import TrainError, TrainRequest, has_static_graph, train_graph
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
+from shared import eval_report
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.log import configure_logging
+from shared.manifest import vocab_sha256
 
 
 def _parser() -> argparse.ArgumentParser:

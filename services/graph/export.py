@@ -10,21 +10,19 @@ writes what an EMBEDDINGS message would carry, under one protocol:
   before ``t``; a question with too few admissible negatives is skipped and counted;
 - ``live``: the model's top-K, with the gold's position or -1 when the retriever missed it.
 
-Output folder (all ``.npy``, loadable with ``numpy.load(..., mmap_mode="r")``)::
-
-    subject.npy        float32 [N, T, d]     T-step embeddings of the subject
-    relation.npy       float32 [N, d]        relation embedding
-    candidates.npy     float32 [N, K, T, d]  T-step embeddings of each candidate
-    scores.npy         float32 [N, K]        the graph model's logits of the candidates
-    candidate_ids.npy  int64   [N, K]        entity ids of the candidates
-    gold_index.npy     int64   [N]           position of the gold among them, or -1
-    queries.npy        int64   [N, 4]        subject, relation, object, t (t in store steps)
-    manifest.json      protocol, K, T, d, graph artifact, dataset, split, counts, file hashes
+The folder's layout and its one checked reader (``load_export``) are
+:mod:`shared.embedding_export`'s: the frames of :mod:`shared.graph_frames` per question (the
+decoder's query vector included), the candidates' ids, the gold's position, the question, and
+``recurrency``: the recurrency baseline's scores of the same candidates (its combined method,
+tuned on the dataset's valid split, single-step like the graph), so the LLM can be compared with,
+or given, a strong rule-free baseline. The manifest also holds the display names of entities and
+relations (id order) and the calendar of the ``t`` column (:mod:`shared.calendar`), which is all a
+prompt needs in words.
 
 Questions are the split's distinct facts (with ``--inverse`` also ``(o, r + R, s, t)``), ordered
 by ``t`` then ``(s, r, o)``; ``t`` is the step index ``t // time_step``, as the event store counts.
 Arrays are filled through memory maps, so a large split never has to fit in memory. The manifest
-is written last and :func:`load_export` checks it (sizes, sha256, dtypes, shapes) before use.
+is written last, atomically: it is the commit point of an export.
 
 This module imports no JAX at import time; :func:`export_embeddings` imports it after ``main``
 has set the memory budget.
@@ -33,12 +31,12 @@ has set the memory budget.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,28 +45,33 @@ import numpy as np
 import structlog
 
 from services.graph import jax_env
-from services.graph.artifact import ArtifactError, load, vocab_sha256
-from services.graph.checked_files import read_json
+from services.graph.artifact import ArtifactError, load
+from services.graph.baselines import Benchmark, RecurrencyScorer, tune_recurrency
 from services.ingest.store import SPLITS
-from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
+from services.ingest.tkg_loader import TkgDataset, TkgFormatError, display_names, load_tkg
+from shared.atomic import atomic_write_text
+from shared.calendar import calendar_of, coarsen
+from shared.embedding_export import (
+    FORMAT_VERSION,
+    KIND,
+    MANIFEST,
+    QUERY_COLUMNS,
+    ExportError,
+    array_layout,
+)
 from shared.log import configure_logging
+from shared.manifest import file_sha256, vocab_sha256
 
 if TYPE_CHECKING:
-    from services.graph.embeddings import GraphModel, QueryFrames
+    from services.graph.embeddings import GraphModel
     from services.graph.history import RecentWindow
 
 log = structlog.get_logger(__name__)
 
-KIND = "graph-embeddings"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 PROTOCOLS = ("tgl-mcq", "live")
 MCQ_SIZES = (4, 6, 10)
-QUERY_COLUMNS = ["subject", "relation", "object", "t"]
-
-
-class ExportError(ValueError):
-    """The export cannot be made, or an export folder is incomplete or altered."""
+#: The split the recurrency baseline's lambda and alpha are tuned on.
+RECURRENCY_TUNING_SPLIT = "valid"
 
 
 @dataclass(frozen=True)
@@ -95,14 +98,6 @@ class ExportRequest:
             raise ExportError(f"tgl-mcq asks K in {MCQ_SIZES}, got {self.k}")
         if self.k < 1 or self.steps < 1:
             raise ExportError(f"k and steps must be >= 1, got {self.k} and {self.steps}")
-
-
-@dataclass(frozen=True)
-class ExportedSplit:
-    """A checked export: its manifest and its arrays (memory-mapped, read-only)."""
-
-    manifest: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(repr=False)
 
 
 # --------------------------------------------------------------------------- questions
@@ -173,42 +168,28 @@ class _ArrayFile:
             "dtype": str(array.dtype),
             "shape": list(array.shape),
             "bytes": self.path.stat().st_size,
-            "sha256": _sha256(self.path),
+            "sha256": file_sha256(self.path),
         }
 
 
 class _ExportWriter:
-    """The seven arrays of an export, written one question at a time."""
+    """The arrays of an export (``shared.embedding_export.array_layout``), one question at a time."""
 
     def __init__(self, out: Path, capacity: int, steps: int, k: int, dim: int) -> None:
-        layout: dict[str, tuple[type, tuple[int, ...]]] = {
-            "subject": (np.float32, (steps, dim)),
-            "relation": (np.float32, (dim,)),
-            "candidates": (np.float32, (k, steps, dim)),
-            "scores": (np.float32, (k,)),
-            "candidate_ids": (np.int64, (k,)),
-            "gold_index": (np.int64, ()),
-            "queries": (np.int64, (len(QUERY_COLUMNS),)),
-        }
         out.mkdir(parents=True, exist_ok=True)
         (out / MANIFEST).unlink(missing_ok=True)  # a half-written export must not load
         self.files = {
             name: _ArrayFile(out / f"{name}.npy", dtype, tail, capacity)
-            for name, (dtype, tail) in layout.items()
+            for name, (dtype, tail) in array_layout(steps, k, dim).items()
         }
         self.count = 0
 
-    def add(
-        self, frames: QueryFrames, candidates: np.ndarray, gold_index: int, query: tuple[int, ...]
-    ) -> None:
-        row = self.count
-        for name, value in (
-            *frames._asdict().items(),
-            ("candidate_ids", candidates),
-            ("gold_index", gold_index),
-            ("queries", query),
-        ):
-            self.files[name].rows[row] = value
+    def add(self, row: Mapping[str, Any]) -> None:
+        """One question: a value for every array of the layout."""
+        if row.keys() != self.files.keys():
+            raise ExportError(f"an export row holds {sorted(self.files)}, got {sorted(row)}")
+        for name, value in row.items():
+            self.files[name].rows[self.count] = value
         self.count += 1
 
     def finish(self) -> dict[str, dict[str, Any]]:
@@ -228,6 +209,8 @@ def export_embeddings(request: ExportRequest) -> dict[str, Any]:
         request.artifact, num_entities=dataset.num_entities, num_relations=dataset.num_relations
     )
     _check_same_vocabulary(dataset, artifact.manifest)
+    words = dataset_words(dataset)  # a bad label or calendar file fails before any work
+    recurrency, recurrency_entry = _tuned_recurrency(dataset)
 
     from services.graph.embeddings import GraphModel  # JAX starts here, after configure
     from services.graph.history import RecentWindow
@@ -252,33 +235,72 @@ def export_embeddings(request: ExportRequest) -> dict[str, Any]:
         if step > last_step:
             break
         if step in questions:
-            _export_step(graph_model, window, step, questions[step], request, writer, counts)
+            _export_step(
+                graph_model, window, recurrency, step, questions[step], request, writer, counts
+            )
         window.advance(step, triples)
     if writer.count == 0:
         raise ExportError(f"no question of split {request.split!r} could be exported: {counts}")
     files = writer.finish()
-    manifest = _manifest(request, dataset, graph_model, {**counts, "exported": writer.count}, files)
-    _write_json(request.out / MANIFEST, manifest)
+    counts["exported"] = writer.count
+    manifest = _manifest(request, dataset, graph_model, counts, files)
+    manifest |= {**words, "recurrency": recurrency_entry}
+    atomic_write_text(request.out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info("embeddings_exported", out=str(request.out), **manifest["counts"])
     return manifest
+
+
+def dataset_words(dataset: TkgDataset) -> dict[str, Any]:
+    """What a prompt needs in words: display names in id order (``entity_names``,
+    ``relation_names``) and the ``calendar`` of the exported ``t`` column (None when unknown)."""
+    names = display_names(dataset)
+    calendar = calendar_of(dataset.name, dataset.directory, dataset.time_unit)
+    if calendar is not None:
+        first_t = min((int(f[:, 3].min()) for f in dataset.splits.values() if len(f)), default=0)
+        calendar = coarsen(calendar, dataset.time_step, first_t)  # the column is t // time_step
+    return {
+        "entity_names": names["entities"],
+        "relation_names": names["relations"],
+        "calendar": calendar,
+    }
+
+
+def _tuned_recurrency(dataset: TkgDataset) -> tuple[RecurrencyScorer, dict[str, Any]]:
+    """The recurrency baseline tuned on the dataset's valid split, and its manifest entry."""
+    bench = Benchmark.from_dataset(dataset)
+    started = time.perf_counter()
+    try:
+        params = tune_recurrency(bench, RECURRENCY_TUNING_SPLIT)
+    except ValueError as exc:
+        raise ExportError(f"cannot tune the recurrency baseline: {exc}") from None
+    log.info(
+        "recurrency_tuned",
+        seconds=round(time.perf_counter() - started, 2),
+        params=params.describe(),
+    )
+    entry = {"method": "recurrency", "tuned_on": RECURRENCY_TUNING_SPLIT, **params.to_dict()}
+    return RecurrencyScorer(bench, params), entry
 
 
 def _export_step(
     graph_model: GraphModel,
     window: RecentWindow,
+    recurrency: RecurrencyScorer,
     step: int,
     questions: np.ndarray,
     request: ExportRequest,
     writer: _ExportWriter,
     counts: dict[str, int],
 ) -> None:
-    """All questions of one step, from the window holding the steps before it."""
+    """All questions of one step, from the window and the baseline holding the steps before it:
+    candidates first, then both models' scores of them."""
     from services.graph import embeddings as emb_fns  # already imported by export_embeddings
 
     emb = graph_model.embed(window)
-    scores = emb_fns.entity_scores(graph_model, emb, questions[:, 0], questions[:, 1])
+    scores, query = emb_fns.entity_scores(graph_model, emb, questions[:, 0], questions[:, 1])
     first, last = true_object_ranges(questions)
     pool = emb_fns.mcq_pool(window, step)
+    chosen: list[tuple[int, np.ndarray, int]] = []  # question row, candidate ids, gold position
     for i, (s, r, o) in enumerate(questions.tolist()):
         true_objects = questions[first[i] : last[i], 2]
         try:
@@ -288,9 +310,26 @@ def _export_step(
         except emb_fns.PoolTooSmallError:
             counts["skipped_small_pool"] += 1
             continue
+        chosen.append((i, candidates, gold_index))
+    if not chosen:
+        return
+    rows = np.array([i for i, _, _ in chosen])
+    baseline_scores = recurrency.scores(
+        step, questions[rows, 0], questions[rows, 1], np.stack([c for _, c, _ in chosen])
+    )
+    for (i, candidates, gold_index), baseline in zip(chosen, baseline_scores, strict=True):
+        s, r, o = questions[i].tolist()
         counts["gold_in_candidates"] += int(gold_index >= 0)
-        frames = emb_fns.query_frames(emb, s, r, candidates, scores[i])
-        writer.add(frames, candidates, gold_index, (s, r, o, step))
+        frames = emb_fns.query_frames(emb, s, r, candidates, scores[i], query[i])
+        writer.add(
+            {
+                **frames._asdict(),
+                "recurrency": baseline,
+                "candidate_ids": candidates,
+                "gold_index": gold_index,
+                "queries": (s, r, o, step),
+            }
+        )
 
 
 def _choose(
@@ -353,68 +392,15 @@ def _manifest(
     }
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def load_export(directory: Path) -> ExportedSplit:
-    """Check the manifest and every file (size, sha256, dtype, shape), then map the arrays."""
-    directory = Path(directory)
-    manifest = _read_manifest(directory)
-    arrays = {name: _checked_array(directory, entry) for name, entry in manifest["files"].items()}
-    return ExportedSplit(manifest, arrays)
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    manifest = read_json(directory / MANIFEST, f"embedding export {directory}", ExportError)
-    found = (manifest.get("kind"), manifest.get("format_version"))
-    if found != (KIND, FORMAT_VERSION):
-        raise ExportError(
-            f"embedding export {directory}: kind/format {found}, expected {(KIND, FORMAT_VERSION)}"
-        )
-    return manifest
-
-
-def _checked_array(directory: Path, entry: dict[str, Any]) -> np.ndarray:
-    path = directory / entry["file"]
-    if not path.is_file():
-        raise ExportError(f"embedding export {directory}: missing {entry['file']}")
-    if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
-        raise ExportError(
-            f"embedding export {directory}: {entry['file']} differs from {MANIFEST} "
-            "(size or sha256): changed after export"
-        )
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    if str(array.dtype) != entry["dtype"] or list(array.shape) != entry["shape"]:
-        raise ExportError(
-            f"embedding export {directory}: {entry['file']} is {array.dtype}{list(array.shape)}, "
-            f"{MANIFEST} says {entry['dtype']}{entry['shape']}"
-        )
-    return array
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically (temp file, fsync, rename): the manifest is the commit point of an export."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- command
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geopol export embeddings",
-        description="Export the graph stage's per-query embeddings of one split (subject [T,d], "
-        "relation [d], candidates [K,T,d], scores [K]) as checked .npy files for LLM training.",
+        description="Export the graph stage's per-query frames of one split (subject [T,d], "
+        "relation [d], candidates [K,T,d], scores [K], query [d]), the recurrency baseline's "
+        "scores of the candidates [K], names and calendar as checked files for LLM training.",
     )
     parser.add_argument("--artifact", type=Path, required=True, help="graph artifact folder")
     parser.add_argument("--data", type=Path, required=True, help="benchmark folder (RE-Net)")

@@ -421,11 +421,24 @@ def entity_scores(
     train: bool,
 ) -> tuple[jax.Array, Params]:
     """Eq. (9) logits ``(Q, N)``: ConvTransE(tanh h_s, r_t) against ``tanh(H_t)``."""
-    table = jnp.tanh(enc.entities)
-    subject = gather_rows(table, q.subject)
+    features, stats = entity_query(p, stats, enc, q, cfg, key, train)
+    return features @ jnp.tanh(enc.entities).T, stats
+
+
+def entity_query(
+    p: Params,
+    stats: Params,
+    enc: Encoding,
+    q: Queries,
+    cfg: ModelConfig,
+    key: jax.Array,
+    train: bool,
+) -> tuple[jax.Array, Params]:
+    """The query vectors ``(Q, d)`` of Eq. (9), ConvTransE(tanh h_s, r_t): an object's logit is
+    its dot product with ``tanh(H_t)``, so the LLM stage can be handed the vector itself."""
+    subject = jnp.tanh(gather_rows(enc.entities, q.subject))  # padding rows stay 0
     relation = gather_rows(enc.relations, q.relation)
-    features, stats = conv_trans(p, stats, subject, relation, q.mask, cfg, key, train)
-    return features @ table.T, stats
+    return conv_trans(p, stats, subject, relation, q.mask, cfg, key, train)
 
 
 def relation_scores(

@@ -1,9 +1,11 @@
 """The graph stage process: keep the recent history, answer each query with embeddings.
 
 A thin loop (shared.runtime) around :class:`GraphStage`. A SNAPSHOT advances the history window;
-a QUERY ``(s, r, ?, t)`` is answered on the ``embeddings`` socket with the subject's T-step
-embeddings, the relation embedding, the model's own top-K candidates (live protocol) with their
-T-step embeddings and scores, and the lineage (graph artifact, data cut-off). The T-step
+a QUERY ``(s, r, ?, t)`` is answered on the ``embeddings`` socket with the five frames of
+:mod:`shared.graph_frames`: the subject's T-step embeddings, the relation embedding, the model's
+own top-K candidates (live protocol) with their T-step embeddings and scores, and the decoder's
+query vector for ``(s, r)``; the meta holds the candidate ids and the lineage (graph artifact,
+data cut-off). The T-step
 embeddings are computed once per window state and cached, not once per query.
 
 The answer is a pure function of the query, the event store and the artifact, so a re-sent query
@@ -28,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.graph import jax_env
-from services.graph.artifact import ArtifactError, load, vocab_sha256
+from services.graph.artifact import ArtifactError, load
 from services.ingest.store import EventStore, StoreError
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.ids import frame_to_ids
 from shared.log import configure_logging, get_logger
+from shared.manifest import vocab_sha256
 from shared.protocol import Message, MessageType, new_message
 from shared.runtime import Route, StageRuntime
 

@@ -29,7 +29,7 @@ import structlog
 from tqdm import tqdm
 
 from services.graph import checkpoint, model, ranking
-from services.graph.artifact import DataInfo, load, save, vocab_sha256
+from services.graph.artifact import DataInfo, load, save
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.queries import step_queries, with_inverse
 from services.graph.snapshots import (
@@ -43,6 +43,7 @@ from services.graph.snapshots import (
     training_queries,
 )
 from services.ingest.tkg_loader import TkgDataset
+from shared.manifest import vocab_sha256
 
 log = structlog.get_logger(__name__)
 

@@ -2,12 +2,16 @@
 
 The graph artifact trained on this folder then serves the live store directly: entity and
 relation ids, and so the vocabulary hashes the graph stage checks, are the store's. Time steps
-stay the store's step indices, so snapshots the ingest stage sends line up with training.
+stay the store's step indices, so snapshots the ingest stage sends line up with training; the
+folder's calendar.json says when each step starts, and entity2label.txt / relation2label.txt
+give the display labels (store keys are codes such as CAMEO actor codes), so prompts built from
+this folder show dates and names.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,7 +26,11 @@ from services.ingest.datasets import (
     write_splits,
     write_text,
 )
+from services.ingest.mapping import step_start
 from services.ingest.store import EventStore
+from services.ingest.tkg_loader import LABEL_FILES
+from services.ingest.vocab import Vocabulary
+from shared.calendar import CALENDAR_FILE, make_calendar
 from shared.config import DEFAULT_CONFIG, load_config
 
 
@@ -32,7 +40,8 @@ def export_store(
     valid_frac: float = DEFAULT_VALID_FRAC,
     test_frac: float = DEFAULT_TEST_FRAC,
 ) -> dict[str, int]:
-    """Write train/valid/test.txt (distinct (s, r, o, t) per step), entity2id, relation2id.
+    """Write train/valid/test.txt (distinct (s, r, o, t) per step), entity2id, relation2id,
+    entity2label, relation2label and calendar.json.
 
     Splits are chronological by step; returns the number of facts per split.
     """
@@ -56,8 +65,17 @@ def export_store(
     spans = write_splits(out_dir, facts, by_step)
     write_names(out_dir / "entity2id.txt", store.entities.keys())
     write_names(out_dir / "relation2id.txt", store.relations.keys())
+    write_names(out_dir / LABEL_FILES["entities"], display_labels(store.entities))
+    write_names(out_dir / LABEL_FILES["relations"], display_labels(store.relations))
+    calendar = make_calendar(step_start(0, store.step_minutes), store.step_minutes * 60)
+    write_text(out_dir / CALENDAR_FILE, json.dumps(calendar, indent=2) + "\n")
     write_text(out_dir / "stat.txt", f"{store.num_entities}\t{store.num_relations}\n")
     return {split: span.facts for split, span in spans.items()}
+
+
+def display_labels(vocabulary: Vocabulary) -> list[str]:
+    """Per id, the key's human label, or the key itself where it has none."""
+    return [vocabulary.label(key) or key for key in vocabulary.keys()]
 
 
 def main(argv: list[str] | None = None) -> int:

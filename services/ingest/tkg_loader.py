@@ -2,9 +2,11 @@
 
 A benchmark directory holds ``train.txt``, ``valid.txt`` and ``test.txt`` (one fact per line,
 ``s r o t`` separated by tabs or spaces, sometimes a fifth column such as ``-1``), and optionally
-``entity2id.txt`` / ``relation2id.txt`` (``name<TAB>id``) and ``stat.txt`` (counts). Published
-copies differ in line endings, time encoding (day index vs. hours with a step of 24) and name
-quoting, so the loader tolerates those and fails loudly, naming file and line, on anything else.
+``entity2id.txt`` / ``relation2id.txt`` (``name<TAB>id``), ``stat.txt`` (counts) and
+``entity2label.txt`` / ``relation2label.txt`` (``label<TAB>id``: display names, see
+:func:`display_names`). Published copies differ in line endings, time encoding (day index vs.
+hours with a step of 24) and name quoting, so the loader tolerates those and fails loudly, naming
+file and line, on anything else.
 
 Published results are reported against the original ids and splits, so ``ingest_tkg`` keeps both:
 the store's vocabulary ids equal the benchmark ids and every row carries its split.
@@ -26,6 +28,7 @@ from services.ingest.store import EventStore, KeyLabels
 log = structlog.get_logger(__name__)
 
 SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+LABEL_FILES = {"entities": "entity2label.txt", "relations": "relation2label.txt"}
 UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
 _INT = r"[+-]?\d{1,18}"  # at most 18 digits: always fits int64
 _QUAD_LINE = rf"^\s*(?P<s>{_INT})\s+(?P<r>{_INT})\s+(?P<o>{_INT})\s+(?P<t>{_INT})(?:\s+{_INT})?\s*$"
@@ -115,8 +118,8 @@ def ingest_tkg(directory: Path, store_root: Path, *, time_unit: str | None = Non
     store = EventStore(Path(store_root), step_minutes=dataset.step_minutes)
     _require_prefix(store, dataset, complete=False)
     labels = KeyLabels(
-        entities={name: name.replace("_", " ") for name in dataset.entity_names},
-        relations={name: name.replace("_", " ") for name in dataset.relation_names},
+        entities={name: display_name(name) for name in dataset.entity_names},
+        relations={name: display_name(name) for name in dataset.relation_names},
     )
     for split, facts in dataset.splits.items():
         store.append(
@@ -133,6 +136,33 @@ def ingest_tkg(directory: Path, store_root: Path, *, time_unit: str | None = Non
         facts={split: len(facts) for split, facts in dataset.splits.items()},
     )
     return store
+
+
+def display_name(name: str) -> str:
+    """A benchmark name as people read it: ICEWS writes spaces as ``_`` (``Barack_Obama``)."""
+    return name.replace("_", " ")
+
+
+def display_names(dataset: TkgDataset) -> dict[str, list[str]]:
+    """Entity and relation names for prompts and reports, in id order (``"entities"``,
+    ``"relations"``): the folder's entity2label.txt / relation2label.txt when present (written by
+    ``geopol dataset from-store``, whose keys are codes), else :func:`display_name` of each name.
+    Labels, unlike names, may repeat."""
+    names = {"entities": dataset.entity_names, "relations": dataset.relation_names}
+    out: dict[str, list[str]] = {}
+    for what, file_name in LABEL_FILES.items():
+        path = dataset.directory / file_name
+        raw = _read_optional(path)
+        labels = _parse_names(path, raw, unique=False)
+        if labels is None:
+            out[what] = [display_name(name) for name in names[what]]
+        elif len(labels) != len(names[what]):
+            raise TkgFormatError(
+                f"{path}: {len(labels)} labels, but the dataset has {len(names[what])} {what}"
+            )
+        else:
+            out[what] = labels
+    return out
 
 
 def _quad_frame(dataset: TkgDataset, facts: np.ndarray, split: str) -> pl.DataFrame:
@@ -198,8 +228,9 @@ def _unquote(name: str) -> str:
     return name
 
 
-def _parse_names(path: Path, raw: bytes | None) -> list[str] | None:
-    """``name<TAB>id`` lines -> names indexed by id; ids must be exactly 0..n-1, names unique."""
+def _parse_names(path: Path, raw: bytes | None, unique: bool = True) -> list[str] | None:
+    """``name<TAB>id`` lines -> names indexed by id; ids must be exactly 0..n-1, names unique
+    unless ``unique`` is off (display labels)."""
     if raw is None:
         return None
     by_id: dict[int, str] = {}
@@ -216,7 +247,7 @@ def _parse_names(path: Path, raw: bytes | None) -> list[str] | None:
         name, key_id = _unquote(raw_name), int(id_text)
         if key_id in by_id:
             raise TkgFormatError(f"{path}:{lineno}: id {key_id} appears twice")
-        if name in first_line:
+        if unique and name in first_line:
             raise TkgFormatError(f"{path}:{lineno}: name {name!r} repeats line {first_line[name]}")
         by_id[key_id], first_line[name] = name, lineno
     missing = next((i for i in range(len(by_id)) if i not in by_id), None)

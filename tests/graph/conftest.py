@@ -20,6 +20,7 @@ from services.graph import artifact, model
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.embeddings import GraphModel
 from services.ingest.store import QUAD_SCHEMA, EventStore, KeyLabels
+from shared.manifest import vocab_sha256
 
 SPLIT_STEPS = {"train": range(0, 8), "valid": range(8, 10), "test": range(10, 12)}
 
@@ -139,8 +140,8 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory, tiny: TinyWorld) -> P
             cutoff_t=7,
             num_entities=cfg.num_entities,
             num_relations=cfg.num_relations,
-            entities_sha256=artifact.vocab_sha256(tiny.entity_names),
-            relations_sha256=artifact.vocab_sha256(tiny.relation_names),
+            entities_sha256=vocab_sha256(tiny.entity_names),
+            relations_sha256=vocab_sha256(tiny.relation_names),
             source_sha256={},
         ),
         metrics={},

@@ -12,6 +12,7 @@ from safetensors import numpy as st_numpy
 
 from services.graph import artifact, model
 from services.graph.config import ModelConfig, TrainConfig
+from shared.manifest import vocab_sha256
 
 CFG = ModelConfig(
     num_entities=12,
@@ -38,8 +39,8 @@ def save_to(directory: Path, trained: tuple[dict, dict]) -> Path:
         cutoff_t=41,
         num_entities=12,
         num_relations=3,
-        entities_sha256=artifact.vocab_sha256([f"e{i}" for i in range(12)]),
-        relations_sha256=artifact.vocab_sha256(["a", "b", "c"]),
+        entities_sha256=vocab_sha256([f"e{i}" for i in range(12)]),
+        relations_sha256=vocab_sha256(["a", "b", "c"]),
         source_sha256={"train": "x"},
     )
     artifact.save(

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.graph import eval_report
 from services.graph.baselines import (
     ALPHAS,
     LAMBDAS,
@@ -23,6 +22,7 @@ from services.graph.baselines import (
 )
 from services.graph.queries import step_queries, with_inverse
 from services.ingest.tkg_loader import load_tkg
+from shared import eval_report
 
 # ------------------------------------------------------------------ hand-computed scores
 

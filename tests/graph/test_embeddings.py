@@ -10,6 +10,7 @@ import pytest
 
 from services.graph import embeddings, model, snapshots
 from services.graph.history import RecentWindow
+from shared.graph_frames import check_frames
 
 T, K = 3, 4
 ENCODE = jax.jit(partial(model.encode, train=False), static_argnames="cfg")
@@ -62,7 +63,7 @@ def test_scores_equal_model_predict_on_the_same_history(graph_model, tiny) -> No
     cfg = tiny.cfg
     emb = graph_model.embed(filled_window(tiny, 6))
     subject, relation = np.array([0, 3, 7, 2, 9]), np.array([0, 1, 2, 4, 5])
-    scores = embeddings.entity_scores(graph_model, emb, subject, relation)
+    scores, query = embeddings.entity_scores(graph_model, emb, subject, relation)
     history = [
         snapshots.snapshot_arrays(tiny.facts[tiny.facts[:, 3] == t], cfg.num_relations)
         for t in range(6)
@@ -74,7 +75,7 @@ def test_scores_equal_model_predict_on_the_same_history(graph_model, tiny) -> No
     expected = PREDICT(
         graph_model.params, graph_model.batch_stats, example, graph_model.static_graph, cfg
     )
-    assert scores.shape == (5, tiny.num_entities)
+    assert scores.shape == (5, tiny.num_entities) and query.shape == (5, cfg.dim)
     np.testing.assert_allclose(scores, np.asarray(expected)[:5], rtol=1e-4, atol=1e-5)
 
 
@@ -94,15 +95,30 @@ def test_live_answer_frames_have_the_declared_shapes(graph_model, tiny) -> None:
     d = tiny.cfg.dim
     assert frames.subject.shape == (T, d) and frames.relation.shape == (d,)
     assert frames.candidates.shape == (K, T, d) and frames.scores.shape == (K,)
+    assert frames.query.shape == (d,)
+    check_frames(frames, steps=T, dim=d)  # the shared layout accepts them
     for frame in frames:
         assert frame.dtype == np.float32 and frame.flags.c_contiguous and np.isfinite(frame).all()
     np.testing.assert_array_equal(frames.subject, emb.entities[:, 3])
     np.testing.assert_array_equal(frames.relation, emb.relations[1])
     for i, c in enumerate(candidates):
         np.testing.assert_array_equal(frames.candidates[i], emb.entities[:, c])
-    scores = embeddings.entity_scores(graph_model, emb, np.array([3]), np.array([1]))[0]
-    np.testing.assert_array_equal(candidates, np.argsort(-scores)[:K])
-    np.testing.assert_allclose(frames.scores, scores[candidates], rtol=1e-6)
+    scores, query = embeddings.entity_scores(graph_model, emb, np.array([3]), np.array([1]))
+    np.testing.assert_array_equal(candidates, np.argsort(-scores[0])[:K])
+    np.testing.assert_allclose(frames.scores, scores[0, candidates], rtol=1e-6)
+    np.testing.assert_array_equal(frames.query, query[0])
+
+
+@pytest.mark.parametrize(("subject", "relation"), [(3, 1), (0, 5), (9, 2)])
+def test_scores_are_the_query_vector_against_the_newest_candidate_embeddings(
+    graph_model, tiny, subject: int, relation: int
+) -> None:
+    """What the LLM is told of the query vector (shared.graph_frames): it gives the scores."""
+    emb = graph_model.embed(filled_window(tiny, 7))
+    _, frames = graph_model.live(emb, subject, relation, tiny.num_entities)
+    newest = np.tanh(frames.candidates[:, -1].astype(np.float64))
+    np.testing.assert_allclose(frames.scores, newest @ frames.query, rtol=1e-4, atol=1e-5)
+    assert np.ptp(frames.scores) > 0  # not trivially equal
 
 
 def mcq_questions(tiny, t: int) -> list[tuple[int, int, int, np.ndarray]]:
@@ -156,9 +172,3 @@ def test_mcq_refuses_a_pool_with_too_few_negatives() -> None:
     pool = np.array([1, 2, 3, 4])
     with pytest.raises(embeddings.PoolTooSmallError):
         embeddings.mcq_candidates(1, np.array([1, 2]), pool, 4, rng)  # only 3, 4 left
-
-
-def test_manifest_id_ignores_key_order_but_not_content() -> None:
-    a = embeddings.manifest_id({"a": 1, "b": {"c": 2}})
-    assert a == embeddings.manifest_id({"b": {"c": 2}, "a": 1})
-    assert a != embeddings.manifest_id({"a": 1, "b": {"c": 3}})

@@ -10,14 +10,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.graph.baselines import (
+    LAMBDAS,
+    Benchmark,
+    StepScores,
+    full_history,
+    recurrency_scores,
+    tune_recurrency,
+)
 from services.graph.export import (
-    ExportError,
     ExportRequest,
+    dataset_words,
     export_embeddings,
-    load_export,
     step_questions,
     true_object_ranges,
 )
+from services.graph.queries import iter_step_queries
+from services.ingest.tkg_loader import load_tkg
+from shared.calendar import CALENDAR_FILE, step_date
+from shared.embedding_export import ExportError, load_export
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T, K = 3, 4
@@ -52,16 +63,89 @@ def test_round_trip_files_match_the_manifest(mcq_export: Path, tiny, graph_model
         "relation": ("float32", (n, d)),
         "candidates": ("float32", (n, K, T, d)),
         "scores": ("float32", (n, K)),
+        "query": ("float32", (n, d)),
+        "recurrency": ("float32", (n, K)),
         "candidate_ids": ("int64", (n, K)),
         "gold_index": ("int64", (n,)),
         "queries": ("int64", (n, 4)),
     }
     assert {k: (str(a.dtype), a.shape) for k, a in arrays.items()} == expected
-    for name in ("subject", "relation", "candidates", "scores"):
+    for name in ("subject", "relation", "candidates", "scores", "query", "recurrency"):
         assert np.isfinite(arrays[name]).all()
     rows = np.arange(n)
     gold = arrays["candidate_ids"][rows, arrays["gold_index"]]
     np.testing.assert_array_equal(gold, arrays["queries"][:, 2])
+    newest = np.tanh(arrays["candidates"][:, :, -1].astype(np.float64))  # [n, K, d]
+    scores = np.einsum("nkd,nd->nk", newest, arrays["query"])
+    np.testing.assert_allclose(arrays["scores"], scores, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrency_rows_are_the_tuned_baseline_s_scores_of_the_candidates(
+    mcq_export: Path, benchmark_dir: Path
+) -> None:
+    """Scored again the way the baseline's own evaluation scores a step (every query of the step,
+    inverse ones included), from every fact before it."""
+    exported = load_export(mcq_export)
+    bench = Benchmark.from_dataset(load_tkg(benchmark_dir))
+    params = tune_recurrency(bench, "valid")
+    entry = exported.manifest["recurrency"]
+    assert entry == {"method": "recurrency", "tuned_on": "valid", **params.to_dict()}
+    assert len(entry["lambda"]) == len(entry["alpha"]) == 2 * bench.num_relations
+    assert set(entry["lambda"]) <= set(LAMBDAS)
+    history = full_history(bench)
+    queries, ids = exported.arrays["queries"], exported.arrays["candidate_ids"]
+    checked = 0
+    for step_queries in iter_step_queries(bench.splits["test"], bench.num_relations):
+        history.advance_to(step_queries.t)
+        matrix = recurrency_scores(StepScores(history, step_queries), params)
+        for i in np.flatnonzero(queries[:, 3] == step_queries.t)[:3]:  # a few per step
+            s, r = queries[i, :2]
+            row = np.flatnonzero((step_queries.subject == s) & (step_queries.relation == r))[0]
+            expected = matrix[row, ids[i]].astype(np.float32)
+            np.testing.assert_array_equal(exported.arrays["recurrency"][i], expected)
+            checked += 1
+    assert checked >= 4 and exported.arrays["recurrency"].any()
+
+
+def test_the_manifest_holds_display_names_and_the_calendar(
+    tmp_path: Path, artifact_dir: Path, benchmark_dir: Path, tiny
+) -> None:
+    manifest = load_export(export_copy(tmp_path / "A", artifact_dir, benchmark_dir, {})).manifest
+    assert manifest["entity_names"] == tiny.entity_names
+    assert manifest["relation_names"] == tiny.relation_names
+    assert manifest["calendar"] is None  # TINY is no published benchmark and says nothing
+    files = {
+        "entity2label.txt": "".join(f"Entity {i}\t{i}\n" for i in range(tiny.num_entities)),
+        CALENDAR_FILE: '{"origin_utc": "2024-01-01T00:00:00+00:00", "step_seconds": 3600}',
+    }
+    manifest = load_export(export_copy(tmp_path / "B", artifact_dir, benchmark_dir, files)).manifest
+    assert manifest["entity_names"] == [f"Entity {i}" for i in range(tiny.num_entities)]
+    assert manifest["relation_names"] == tiny.relation_names
+    assert manifest["calendar"] == {"origin_utc": "2024-01-01T00:00:00+00:00", "step_seconds": 3600}
+
+
+def test_the_calendar_of_icews14_dates_the_exported_steps(shared_data: Path) -> None:
+    directory = shared_data / "tkg" / "ICEWS14"
+    if not directory.is_dir():
+        pytest.skip(f"no {directory}")
+    dataset = load_tkg(directory)
+    words = dataset_words(dataset)
+    assert len(words["entity_names"]) == dataset.num_entities
+    assert "Barack Obama" in words["entity_names"]
+    first_test_step = int(dataset.splits["test"][:, 3].min()) // dataset.time_step
+    assert step_date(words["calendar"], first_test_step).date().isoformat() == "2014-12-01"
+
+
+def export_copy(data: Path, artifact_dir: Path, benchmark_dir: Path, files: dict) -> Path:
+    """Export the valid split of a copy of the benchmark, at ``data``, with ``files`` added."""
+    data.mkdir()
+    for path in benchmark_dir.iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    for name, text in files.items():
+        (data / name).write_text(text)
+    out = data.with_name(f"{data.name}-export")
+    export_embeddings(request(artifact_dir, data, out, split="valid"))
+    return out
 
 
 def test_the_questions_are_the_split_s_distinct_facts(mcq_export: Path, tiny) -> None:
@@ -100,6 +184,14 @@ def test_a_tampered_or_incomplete_export_is_refused(mcq_export: Path, tmp_path: 
     with pytest.raises(ExportError, match="scores.npy"):
         load_export(copy)
     scores.write_bytes(original)
+    query = copy / "query.npy"
+    original = query.read_bytes()
+    changed = np.load(query)
+    changed[0, 0] += 1.0
+    np.save(query, changed)  # same size and shape: only the hash tells
+    with pytest.raises(ExportError, match="query.npy differs from manifest.json"):
+        load_export(copy)
+    query.write_bytes(original)
     (copy / "subject.npy").unlink()
     with pytest.raises(ExportError, match="missing subject.npy"):
         load_export(copy)

@@ -13,11 +13,12 @@ import pytest
 
 from services.graph import embeddings
 from services.graph.artifact import ArtifactError, read_manifest
-from services.graph.embeddings import QueryFrames
-from services.graph.export import ExportRequest, export_embeddings, load_export
+from services.graph.export import ExportRequest, export_embeddings
 from services.graph.history import RecentWindow
 from services.graph.service import GraphStage, check_vocabulary
 from services.ingest.work import snapshot_message
+from shared.embedding_export import load_export
+from shared.graph_frames import FRAME_NAMES, candidate_ids, check_frames
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
 
@@ -62,7 +63,7 @@ def test_snapshot_then_query_replies_with_checked_embeddings(graph_model, tiny, 
     assert socket == "embeddings" and reply.type is MessageType.EMBEDDINGS
     assert (reply.id, reply.trace_id) == (asked.id, asked.trace_id)
     d = tiny.cfg.dim
-    assert [f.shape for f in reply.frames] == [(T, d), (d,), (K, T, d), (K,)]
+    assert [f.shape for f in reply.frames] == [(T, d), (d,), (K, T, d), (K,), (d,)]
     assert all(f.dtype == np.float32 and np.isfinite(f).all() for f in reply.frames)
     assert {k: reply.meta[k] for k in asked.meta} == dict(asked.meta)
     assert reply.meta["graph_artifact"] == graph_model.artifact_id
@@ -73,10 +74,14 @@ def test_snapshot_then_query_replies_with_checked_embeddings(graph_model, tiny, 
     assert (received.id, received.trace_id, received.meta) == (reply.id, reply.trace_id, reply.meta)
     for sent, got in zip(reply.frames, received.frames, strict=True):
         np.testing.assert_array_equal(sent, got)
+    frames = check_frames(received.frames, steps=T, dim=d)  # as the LLM stage reads it
+    ids = candidate_ids(received.meta, frames.num_candidates)
+    newest = np.tanh(frames.candidates[:, -1].astype(np.float64))
+    np.testing.assert_allclose(frames.scores, newest @ frames.query, rtol=1e-4, atol=1e-5)
 
-    candidates, frames = direct_answer(graph_model, tiny, 6, 3, 1)
-    assert reply.meta["candidates"] == candidates.tolist()
-    for sent, expected in zip(reply.frames, frames, strict=True):
+    candidates, expected_frames = direct_answer(graph_model, tiny, 6, 3, 1)
+    assert ids.tolist() == candidates.tolist()
+    for sent, expected in zip(reply.frames, expected_frames, strict=True):
         np.testing.assert_allclose(sent, expected, rtol=1e-6)
 
 
@@ -176,7 +181,7 @@ def test_service_replies_equal_the_exported_rows(
             fed += 1
         [(_, reply)] = stage.handle("queries", query(t, s, r))
         assert reply.meta["candidates"] == exported.arrays["candidate_ids"][i].tolist()
-        for frame, name in zip(reply.frames, QueryFrames._fields, strict=True):
+        for frame, name in zip(reply.frames, FRAME_NAMES, strict=True):
             np.testing.assert_allclose(frame, exported.arrays[name][i], rtol=1e-6, atol=1e-7)
 
 

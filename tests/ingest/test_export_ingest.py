@@ -15,7 +15,7 @@ from services.ingest.export_ingest import file_sha256, ingest_paths
 from services.ingest.gdelt_schema import V2_COLUMNS
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
-from services.ingest.store import EventStore
+from services.ingest.store import QUAD_SCHEMA, EventStore
 
 SIM_MAPPING = MappingConfig(relation_level="root", time_field="dateadded", step_minutes=15)
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -154,3 +154,31 @@ def test_store_exports_as_a_benchmark_with_its_own_ids(sim_dir, tmp_path):
     assert data.splits["valid"][:, 3].max() < data.splits["test"][:, 3].min()
     distinct = store.scan().select("subject", "relation", "object", "t").unique().height
     assert sum(counts.values()) == distinct
+
+
+def test_store_export_writes_display_labels_and_the_store_calendar(sim_dir, tmp_path):
+    from services.ingest.mapping import step_start
+    from services.ingest.store_export import export_store
+    from services.ingest.tkg_loader import display_names, load_tkg
+    from shared.calendar import calendar_of, step_date
+
+    store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
+    ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)
+    unlabelled = "XYZ"  # an entity without a label is shown as its key
+    last = store.steps()[-1]
+    row = {"event_id": None, "subject": unlabelled, "relation": "04", "object": "GBR", "t": last}
+    row |= {"goldstein": None, "num_mentions": None, "quad_class": None}
+    store.append(pl.DataFrame([row], schema=QUAD_SCHEMA), source="extra", source_sha256="0" * 64)
+    export_store(store, tmp_path / "SIM", valid_frac=0.2, test_frac=0.2)
+    data = load_tkg(tmp_path / "SIM")
+    names = display_names(data)
+    keys = store.entities.keys()
+    assert names["entities"] == [store.entities.label(key) or key for key in keys]
+    assert names["entities"][keys.index("GBR")] == "United Kingdom"
+    assert names["entities"][keys.index(unlabelled)] == unlabelled
+    assert names["relations"][store.relations.keys().index("04")] == "CONSULT"
+    calendar = calendar_of(data.name, data.directory, data.time_unit)
+    assert calendar == {"origin_utc": "1970-01-01T00:00:00+00:00", "step_seconds": 900}
+    for t in store.steps():
+        assert step_date(calendar, t) == step_start(t, store.step_minutes)
+    assert step_date(calendar, store.steps()[0]) == START

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from services.ingest.store import EventStore
-from services.ingest.tkg_loader import TkgDataset, TkgFormatError, ingest_tkg, load_tkg
+from services.ingest.tkg_loader import (
+    TkgDataset,
+    TkgFormatError,
+    display_names,
+    ingest_tkg,
+    load_tkg,
+)
 
 # Counts and time ranges from <shared_data>/tkg/*/SOURCE.md.
 REAL = {
@@ -155,6 +161,26 @@ def test_id_files_with_crlf_fix_ids_even_for_unused_names(tmp_path: Path) -> Non
     store = ingest_tkg(directory, tmp_path / "store")
     assert store.entities.keys() == dataset.entity_names
     assert store.scan(split="train").select("subject", "object").rows() == [(2, 1)]
+
+
+def test_display_names_come_from_label_files_else_from_names_with_spaces(tmp_path: Path) -> None:
+    files = {
+        **GOOD,
+        "entity2id.txt": "USA_GOV\t0\nUSA_MIL\t1\n",
+        "relation2id.txt": "Make_a_visit\t0\n",
+    }
+    plain = load_tkg(write(tmp_path / "plain", files))
+    assert display_names(plain) == {
+        "entities": ["USA GOV", "USA MIL"],
+        "relations": ["Make a visit"],
+    }
+    labels = {"entity2label.txt": "United States\t1\nUnited States\t0\n"}  # labels may repeat
+    labelled = load_tkg(write(tmp_path / "labelled", {**files, **labels}))
+    assert display_names(labelled)["entities"] == ["United States", "United States"]
+    assert display_names(labelled)["relations"] == ["Make a visit"]
+    short = load_tkg(write(tmp_path / "short", {**files, "relation2label.txt": ""}))
+    with pytest.raises(TkgFormatError, match="relation2label.txt: 0 labels, but the dataset has 1"):
+        display_names(short)
 
 
 def test_ingest_refuses_a_store_holding_other_keys(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Merge ranking results into ``reports/eval.json`` and render ``reports/eval.md``.
+"""Merge results into ``reports/eval.json`` and render ``reports/eval.md`` (every stage's numbers).
 
 Layout (REPORTS.md): ``{dataset: {"ranking": {method: {"mrr", "hits@1", "hits@3", "hits@10",
-"filter", "n_queries"}}}}``. Each method entry has a single ``filter`` field, so one entry holds
+"filter", "n_queries"}}, "tgl-mcq": {"K4": {method: {"acc", "n"}}, ...}, "live": {method: {...}},
+"learning_curve": {method: [...]}, "ablations": {name: {...}}}}``. Ranking entries are written by
+:func:`write_ranking`, every other section by :func:`write_entries`. Each method entry has a single ``filter`` field, so one entry holds
 one filter: the plain method name (``recurrency``) holds the **time-aware filtered** figures,
 the headline number of the literature, and ``<method>@raw`` (``recurrency@raw``) the raw ones.
 The ``@`` keeps raw entries apart from method names that contain ``-raw`` (``llm-raw``).
@@ -72,6 +74,40 @@ def write_ranking(
     return path
 
 
+def write_entries(
+    dataset: str,
+    section: tuple[str, ...],
+    entries: dict[str, Any],
+    path: Path = Path("reports/eval.json"),
+    *,
+    command: str | None = None,
+    notes: str | None = None,
+) -> Path:
+    """Store ``entries`` (method -> value) under ``dataset`` / ``section`` (e.g. ``("tgl-mcq",
+    "K10")``, ``("live",)``), replacing those methods only, and re-render eval.md."""
+    if not section or section[0] == "ranking":
+        raise ValueError("ranking entries go through write_ranking")
+    path = Path(path)
+    with _locked(path):
+        report = _load(path)
+        node = report.setdefault(dataset, {})
+        for key in section:
+            node = node.setdefault(key, {})
+        node.update(entries)
+        sidecar_path = path.parent / ".eval-md.json"
+        sidecar = _load(sidecar_path)
+        recorded = sidecar.setdefault(dataset, {})
+        for method in entries:
+            recorded["/".join((*section, method))] = {
+                "command": command or shlex.join(sys.argv),
+                "notes": notes,
+            }
+        atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path.with_suffix(".md"), render_markdown(report, sidecar))
+    return path
+
+
 def _ranking_entry(method: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """The REPORTS.md entry, checked: metric fractions in [0, 1], a known filter, n >= 1."""
     missing = [k for k in (*METRIC_KEYS, "filter", "n_queries") if k not in metrics]
@@ -99,9 +135,16 @@ def render_markdown(report: dict[str, Any], sidecar: dict[str, Any]) -> str:
     """eval.md: one ranking table per dataset, then the commands and notes behind its rows."""
     parts = ["# Geopol evaluation", ""]
     for dataset in sorted(report):
-        ranking = report[dataset].get("ranking")
-        if not ranking:
-            continue
+        parts += _ranking_section(dataset, report[dataset].get("ranking"), sidecar)
+        parts += _other_sections(dataset, report[dataset], sidecar.get(dataset, {}))
+    return "\n".join(parts)
+
+
+def _ranking_section(
+    dataset: str, ranking: dict[str, Any] | None, sidecar: dict[str, Any]
+) -> list[str]:
+    parts: list[str] = []
+    if ranking:
         parts += [
             f"## {dataset}: ranking",
             "",
@@ -119,7 +162,71 @@ def render_markdown(report: dict[str, Any], sidecar: dict[str, Any]) -> str:
                 f"{m['hits@3']:.4f} | {m['hits@10']:.4f} | {m['n_queries']} |"
             )
         parts += ["", *_provenance(ranking, sidecar.get(dataset, {})), ""]
-    return "\n".join(parts)
+    return parts
+
+
+def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """tgl-mcq (methods x K), live, learning curves and ablations, each with its commands."""
+    parts: list[str] = []
+    mcq = data.get("tgl-mcq") or {}
+    if mcq:
+        ks = sorted(mcq, key=lambda key: int(key.removeprefix("K")))
+        methods = sorted({m for k in ks for m in mcq[k]})
+        parts += [
+            f"## {dataset}: tgl-mcq (Acc@K; gold + K-1 recent-entity negatives, options in "
+            "seeded random order)",
+            "",
+            "| method | " + " | ".join(ks) + " | n |",
+            "|---|" + "---|" * (len(ks) + 1),
+        ]
+        for method in methods:
+            cells = [f"{mcq[k][method]['acc']:.4f}" if method in mcq[k] else "-" for k in ks]
+            n = next(mcq[k][method]["n"] for k in ks if method in mcq[k])
+            parts.append(f"| {method} | " + " | ".join(cells) + f" | {n} |")
+        parts += ["", *_section_provenance(recorded, "tgl-mcq/"), ""]
+    live = data.get("live") or {}
+    if live:
+        parts += [
+            f"## {dataset}: live (candidates = the graph's own top-K)",
+            "",
+            "| method | K | recall@K | Hits@1 | n |",
+            "|---|---|---|---|---|",
+        ]
+        for method, m in sorted(live.items()):
+            parts.append(
+                f"| {method} | {m['K']} | {m['recall@K']:.4f} | {m['hits@1']:.4f} | {m['n']} |"
+            )
+        parts += ["", *_section_provenance(recorded, "live/"), ""]
+    for title, key in (("learning curve", "learning_curve"), ("ablations", "ablations")):
+        section = data.get(key) or {}
+        if not section:
+            continue
+        parts += [
+            f"## {dataset}: {title}",
+            "",
+            "| name | questions | K | Acc | n |",
+            "|---|---|---|---|---|",
+        ]
+        for name, value in sorted(section.items()):
+            for point in value if isinstance(value, list) else [value]:
+                parts.append(
+                    f"| {name} | {point.get('train_questions', '-')} | {point.get('K', '-')} | "
+                    f"{point['acc']:.4f} | {point.get('n', '-')} |"
+                )
+        parts += ["", *_section_provenance(recorded, f"{key}/"), ""]
+    return parts
+
+
+def _section_provenance(recorded: dict[str, Any], prefix: str) -> list[str]:
+    by_command: dict[str, list[str]] = {}
+    notes: dict[str, None] = {}
+    for key, info in sorted(recorded.items()):
+        if key.startswith(prefix):
+            by_command.setdefault(info.get("command") or "(not recorded)", []).append(key)
+            if info.get("notes"):
+                notes[info["notes"]] = None
+    lines = [f"- `{cmd}` -> {', '.join(keys)}" for cmd, keys in by_command.items()]
+    return ["Reproduce:", "", *lines, *(f"- {note}" for note in notes)]
 
 
 def _row_order(method: str) -> tuple[str, bool]:

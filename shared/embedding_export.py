@@ -1,0 +1,117 @@
+"""The embedding export: the graph stage's answers for a whole split, as checked files.
+
+The LLM is trained on exactly what the graph stage serves it, without importing JAX (DESIGN.md
+invariant 3): ``geopol export embeddings`` (services/graph/export.py) writes one row per question,
+the frames of :mod:`shared.graph_frames` plus what training and evaluation need, and this module
+is the one reader every stage uses. Layout (all ``.npy``, memory-mapped on load)::
+
+    subject.npy        float32 [N, T, d]     frames of shared.graph_frames, one row per question
+    relation.npy       float32 [N, d]
+    candidates.npy     float32 [N, K, T, d]
+    scores.npy         float32 [N, K]        RE-GCN's logits of the candidates
+    query.npy          float32 [N, d]        RE-GCN's decoder query vector of (s, r)
+    recurrency.npy     float32 [N, K]        the recurrency baseline's scores of the candidates
+    candidate_ids.npy  int64   [N, K]        entity ids of the candidates
+    gold_index.npy     int64   [N]           position of the gold among them, or -1 (live miss)
+    queries.npy        int64   [N, 4]        subject, relation, object, t (t in store steps)
+    manifest.json      protocol, K, T, d, graph artifact, dataset, split, counts, file hashes
+
+The manifest is written last (the commit point); :func:`load_export` checks it and every file
+(size, sha256, dtype, shape) before anything is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.manifest import file_sha256, read_json
+
+KIND = "graph-embeddings"
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+QUERY_COLUMNS = ("subject", "relation", "object", "t")
+
+
+class ExportError(ValueError):
+    """The export cannot be made, or an export folder is incomplete or altered."""
+
+
+def array_layout(steps: int, k: int, dim: int) -> dict[str, tuple[type, tuple[int, ...]]]:
+    """Each array's dtype and per-row shape, in file order."""
+    return {
+        "subject": (np.float32, (steps, dim)),
+        "relation": (np.float32, (dim,)),
+        "candidates": (np.float32, (k, steps, dim)),
+        "scores": (np.float32, (k,)),
+        "query": (np.float32, (dim,)),
+        "recurrency": (np.float32, (k,)),
+        "candidate_ids": (np.int64, (k,)),
+        "gold_index": (np.int64, ()),
+        "queries": (np.int64, (len(QUERY_COLUMNS),)),
+    }
+
+
+@dataclass(frozen=True)
+class ExportedSplit:
+    """A checked export: its manifest and its arrays (memory-mapped, read-only)."""
+
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.arrays["gold_index"])
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.manifest["num_candidates"])
+
+    @property
+    def steps(self) -> int:
+        return int(self.manifest["steps"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+
+def load_export(directory: Path) -> ExportedSplit:
+    """Check the manifest and every file (size, sha256, dtype, shape), then map the arrays."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST, f"embedding export {directory}", ExportError)
+    found = (manifest.get("kind"), manifest.get("format_version"))
+    if found != (KIND, FORMAT_VERSION):
+        raise ExportError(
+            f"embedding export {directory}: {MANIFEST} is {found}, expected {(KIND, FORMAT_VERSION)}"
+            " (re-export it with `geopol export embeddings`)"
+        )
+    expected = set(array_layout(1, 1, 1))
+    listed = set(manifest.get("files", {}))
+    if listed != expected:
+        raise ExportError(
+            f"embedding export {directory}: {MANIFEST} lists {sorted(listed)}, "
+            f"expected {sorted(expected)}"
+        )
+    arrays = {name: _checked_array(directory, entry) for name, entry in manifest["files"].items()}
+    return ExportedSplit(manifest, arrays)
+
+
+def _checked_array(directory: Path, entry: dict[str, Any]) -> np.ndarray:
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise ExportError(f"embedding export {directory}: missing {entry['file']}")
+    if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
+        raise ExportError(
+            f"embedding export {directory}: {entry['file']} differs from {MANIFEST} "
+            "(size or sha256): changed after export"
+        )
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if str(array.dtype) != entry["dtype"] or list(array.shape) != entry["shape"]:
+        raise ExportError(
+            f"embedding export {directory}: {entry['file']} is {array.dtype}{list(array.shape)}, "
+            f"{MANIFEST} says {entry['dtype']}{entry['shape']}"
+        )
+    return array
