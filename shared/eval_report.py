@@ -218,15 +218,7 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
 
 
 def _section_provenance(recorded: dict[str, Any], prefix: str) -> list[str]:
-    by_command: dict[str, list[str]] = {}
-    notes: dict[str, None] = {}
-    for key, info in sorted(recorded.items()):
-        if key.startswith(prefix):
-            by_command.setdefault(info.get("command") or "(not recorded)", []).append(key)
-            if info.get("notes"):
-                notes[info["notes"]] = None
-    lines = [f"- `{cmd}` -> {', '.join(keys)}" for cmd, keys in by_command.items()]
-    return ["Reproduce:", "", *lines, *(f"- {note}" for note in notes)]
+    return _provenance_lines([(k, v) for k, v in sorted(recorded.items()) if k.startswith(prefix)])
 
 
 def _row_order(method: str) -> tuple[str, bool]:
@@ -235,15 +227,19 @@ def _row_order(method: str) -> tuple[str, bool]:
 
 
 def _provenance(ranking: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    rows = [(m, recorded.get(m, {})) for m in sorted(ranking, key=_row_order)]
+    return _provenance_lines(rows)
+
+
+def _provenance_lines(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """One bullet per distinct command (the rows it produced), then one per distinct note."""
     by_command: dict[str, list[str]] = {}
     notes: dict[str, None] = {}
-    for method in sorted(ranking, key=_row_order):
-        info = recorded.get(method, {})
-        by_command.setdefault(info.get("command") or "(not recorded)", []).append(method)
+    for row, info in rows:
+        by_command.setdefault(info.get("command") or "(not recorded)", []).append(row)
         if info.get("notes"):
             notes[info["notes"]] = None
-    lines = [f"- `{cmd}` -> {', '.join(methods)}" for cmd, methods in by_command.items()]
+    lines = [f"- `{cmd}` -> {', '.join(names)}" for cmd, names in by_command.items()]
     return ["Reproduce:", "", *lines, *(f"- {note}" for note in notes)]
 
 

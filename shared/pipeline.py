@@ -18,7 +18,11 @@ from pathlib import Path
 from shared.config import DEFAULT_CONFIG, Config, load_config
 
 # Stage name -> module whose ``main(argv)`` serves it. Stages not listed are not built yet.
-SERVICES = {"ingest": "services.ingest.service", "graph": "services.graph.service"}
+SERVICES = {
+    "ingest": "services.ingest.service",
+    "graph": "services.graph.service",
+    "llm": "services.llm.service",
+}
 STOP_TIMEOUT_S = 15.0
 
 

@@ -1,7 +1,10 @@
 """The stage runtime every service uses: a thin loop that decodes, calls a pure handler, sends.
 
 A handler is a plain function ``handler(socket_name, message) -> [(out_socket, message), ...]``
-that can be unit-tested without sockets. The loop owns everything else: checked decoding,
+that can be unit-tested without sockets. A stage that gains from batching (the LLM scores many
+questions in one forward pass) also passes ``batch_handler(socket_name, messages)``: the loop then
+takes up to ``batch_size`` messages that are already waiting and hands them over together; if the
+batch fails, each message goes through ``handler`` alone, so only the bad one is dead-lettered. The loop owns everything else: checked decoding,
 dead letters for refused messages, counters on a Prometheus endpoint, periodic heartbeats and
 ticks, and a graceful SIGTERM (stop taking work, finish the message in hand, exit 0).
 """
@@ -28,6 +31,7 @@ from shared.sockets import INPUT_PATTERNS, open_socket, send_message
 Route = tuple[str, Message]
 Handler = Callable[[str, Message], Iterable[Route]]
 Tick = Callable[[float], Iterable[Route]]
+BatchHandler = Callable[[str, list[Message]], Iterable[Route]]
 
 log = get_logger(__name__)
 
@@ -44,6 +48,8 @@ class StageRuntime:
         tick: Tick | None = None,
         accepts: Mapping[str, frozenset[MessageType]] | None = None,
         context: zmq.Context | None = None,
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = 1,
     ) -> None:
         self.name = name
         self.stage_cfg = config.stage(name)
@@ -53,6 +59,8 @@ class StageRuntime:
             max_frames=config.protocol.max_frames,
         )
         self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch_size = batch_size if batch_handler is not None else 1
         self.tick = tick
         self.accepts = dict(accepts or {})
         self.metrics = StageMetrics(name)
@@ -114,7 +122,10 @@ class StageRuntime:
             for sock, _ in poller.poll(self.stage_cfg.poll_ms):
                 if self._stop.is_set():
                     break
-                self._send_all(self.receive(inputs[sock], sock.recv_multipart(copy=False)))
+                arrived = [sock.recv_multipart(copy=False)]
+                while len(arrived) < self.batch_size and sock.poll(0, zmq.POLLIN):
+                    arrived.append(sock.recv_multipart(copy=False))
+                self._send_all(self.receive_batch(inputs[sock], arrived))
             self._flush()
 
     def _heartbeat(self, now: float) -> None:
@@ -128,6 +139,9 @@ class StageRuntime:
         Sending is left to the loop so tests can drive this with raw parts and no sockets.
         """
         self.metrics.received()
+        return self._check_and_handle(socket_name, parts)
+
+    def _check_and_handle(self, socket_name: str, parts: list[Any]) -> list[Route]:
         start = time.perf_counter()
         try:
             message = decode(parts, self.limits, self.accepts.get(socket_name))
@@ -143,6 +157,34 @@ class StageRuntime:
                 self._reject(HandlerError(detail, _header_of(message)), parts)
                 return []
         self.metrics.processed(time.perf_counter() - start)
+        return routes
+
+    def receive_batch(self, socket_name: str, arrived: list[list[Any]]) -> list[Route]:
+        """Check several received messages and hand the good ones to the batch handler at once.
+        Never raises: a failed batch is retried message by message through :meth:`receive`."""
+        if self.batch_handler is None:
+            return [route for parts in arrived for route in self.receive(socket_name, parts)]
+        good: list[tuple[list[Any], Message]] = []
+        for parts in arrived:
+            self.metrics.received()
+            try:
+                good.append((parts, decode(parts, self.limits, self.accepts.get(socket_name))))
+            except ProtocolError as err:
+                self._reject(err, parts)
+        if not good:
+            return []
+        start = time.perf_counter()
+        try:
+            routes = list(self.batch_handler(socket_name, [m for _, m in good]))
+        except Exception:
+            log.warning("batch_failed_retrying_singly", socket=socket_name, messages=len(good))
+            routes = []
+            for parts, _ in good:
+                routes.extend(self._check_and_handle(socket_name, parts))
+            return routes
+        elapsed = (time.perf_counter() - start) / len(good)
+        for _ in good:
+            self.metrics.processed(elapsed)
         return routes
 
     def _reject(self, err: ProtocolError, parts: list[Any]) -> None:

@@ -9,6 +9,7 @@ BENCHES = {
     "transport": "shared.bench.transport",
     "ingest": "services.ingest.bench",
     "graph": "services.graph.bench",
+    "llm": "services.llm.bench",
 }
 
 

@@ -1,0 +1,248 @@
+"""``geopol eval llm``: the tgl-mcq and live rows of reports/eval.json for LLM methods and the
+graph's own baselines, every method on the same seeded sample and the same option orders.
+
+- tgl-mcq at K = 4, 6, 10 from one K=10 export (gold + 9 recent-entity negatives; K < 10 keeps
+  the gold and a random K-1 of them): ``recurrency`` and ``regcn`` pick the option with the best
+  exported score, each LLM artifact the best letter logit.
+- live (``--live EXPORT``, the graph's own top-K): recall@K of the retriever, and Hits@1 of
+  ``regcn`` and of each LLM re-ranking those K candidates (a miss counts as wrong).
+- learning curves and the chosen recipe come from each artifact's manifest (its validation
+  curve); ``--ablation NAME=ARTIFACT`` rows go under ``ablations`` at K=10.
+
+Ties (recurrency gives many candidates 0) are broken by the seeded option order, which is random,
+so a tie costs what a random guess costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from services.llm import artifact as llm_artifact
+from services.llm.backbone import BackboneError, pick_dtype, resolve
+from services.llm.questions import Vocabulary, export_batch, option_positions
+from services.llm.scoring import OptionScorer
+from services.llm.train import choices, gold_rows
+from shared import eval_report
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.embedding_export import ExportedSplit, ExportError, load_export
+
+BASELINES = {"recurrency": "recurrency", "regcn": "scores"}
+BATCH = 16
+
+
+def sample_rows(export: ExportedSplit, n: int, seed: int, gold_only: bool = True) -> np.ndarray:
+    """A seeded sample of ``n`` rows (rows with the gold among the candidates for tgl-mcq)."""
+    pool = gold_rows(export) if gold_only else np.arange(len(export))
+    return np.sort(np.random.default_rng(seed).permutation(pool)[: min(n, len(pool))])
+
+
+def _orders(
+    export: ExportedSplit, rows: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's options in letter order (candidate positions) and the gold's letter: the same
+    orders the LLM sees, through the same function."""
+    picks = [
+        option_positions(
+            int(export.arrays["gold_index"][r]), export.num_candidates, k, seed, int(r)
+        )
+        for r in rows
+    ]
+    return np.stack([p[0] for p in picks]), np.array([p[1] for p in picks])
+
+
+def baseline_choice(
+    export: ExportedSplit, rows: np.ndarray, array: str, order: np.ndarray
+) -> np.ndarray:
+    """The letter an exported score array picks (its best option in the presented order)."""
+    return np.asarray(export.arrays[array])[rows[:, None], order].argmax(1)
+
+
+def load_scorer(config: Config, directory: Path) -> tuple[OptionScorer, llm_artifact.LlmArtifact]:
+    checked = llm_artifact.check(directory)
+    source = resolve(config.llm.backbone, config.backbone_cache)
+    llm_artifact.check_fits(checked, source)
+    return llm_artifact.load(checked, source, pick_dtype(config.llm.dtype)), checked
+
+
+def _named(values: list[str]) -> dict[str, Path]:
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=ARTIFACT, got {value!r}")
+        out[name] = Path(path)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geopol eval llm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (backbone, dtype)"
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="tgl-mcq K=10 export of the test split"
+    )
+    parser.add_argument("--live", type=Path, help="live K=10 export of the same split")
+    parser.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        metavar="NAME=ARTIFACT",
+        help="an LLM method and its artifact (repeatable)",
+    )
+    parser.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="NAME=ARTIFACT",
+        help="an ablation row (K=10 only)",
+    )
+    parser.add_argument("--n", type=int, default=2000, help="questions in the seeded sample")
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 6, 10], help="option counts")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and option orders")
+    parser.add_argument("--no-baselines", action="store_true", help="skip recurrency and regcn")
+    parser.add_argument("--reports", type=Path, default=Path("reports/eval.json"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if config.llm.threads:
+            torch.set_num_threads(config.llm.threads)
+        export = load_export(args.data)
+        live = load_export(args.live) if args.live else None
+        methods, ablations = _named(args.method), _named(args.ablation)
+        for path in (*methods.values(), *ablations.values()):
+            llm_artifact.check(path)  # every artifact is checked before any model loads
+        results = evaluate(config, export, live, methods, ablations, args)
+    except (
+        ConfigError,
+        ExportError,
+        llm_artifact.LlmArtifactError,
+        BackboneError,
+        ValueError,
+        OSError,
+    ) as exc:
+        print(f"geopol eval llm: {exc}", file=sys.stderr)
+        return 2
+    for line in results:
+        print(line)
+    return 0
+
+
+def evaluate(
+    config: Config,
+    export: ExportedSplit,
+    live: ExportedSplit | None,
+    methods: dict[str, Path],
+    ablations: dict[str, Path],
+    args: argparse.Namespace,
+) -> list[str]:
+    dataset = export.manifest["dataset"]
+    vocab = Vocabulary.of_export(export)
+    rows = sample_rows(export, args.n, args.seed)
+    lines = []
+    note = f"sample of {len(rows)} {export.manifest['split']} questions (seed {args.seed}), graph artifact {export.manifest['graph_artifact'][:12]}"
+    for k in args.ks:
+        if args.no_baselines:
+            break
+        order, gold = _orders(export, rows, k, args.seed)
+        entries: dict[str, Any] = {}
+        for name, array in BASELINES.items():
+            picks = baseline_choice(export, rows, array, order)
+            entries[name] = {"acc": float((picks == gold).mean()), "n": int(len(rows))}
+        eval_report.write_entries(dataset, ("tgl-mcq", f"K{k}"), entries, args.reports, notes=note)
+        lines += [
+            f"tgl-mcq K={k} {name}: {e['acc']:.4f} (n={e['n']})" for name, e in entries.items()
+        ]
+    for name, path in {**methods, **ablations}.items():
+        scorer, checked = load_scorer(config, path)
+        steps = checked.steps
+        ks = args.ks if name in methods else [10]
+        for k in ks:
+            picks, gold = choices(
+                scorer, export, vocab, rows, k, steps, args.seed, BATCH, label=name
+            )
+            entry = {"acc": float((picks == gold).mean()), "n": int(len(rows))}
+            section = ("tgl-mcq", f"K{k}") if name in methods else ("ablations",)
+            value = entry if name in methods else {**entry, "K": k}
+            recipe_note = f"{note}; recipe {checked.manifest.get('recipe_name')!r}: {checked.manifest['recipe']}; trained on {checked.manifest['data']['questions']} questions, best validation at {checked.manifest['train']['best_questions']}"
+            eval_report.write_entries(
+                dataset, section, {name: value}, args.reports, notes=recipe_note
+            )
+            lines.append(f"{'/'.join(section)} {name}: {entry['acc']:.4f} (n={entry['n']})")
+        curve = [
+            {"train_questions": p["train_questions"], "acc": p["acc"], "K": p["K"]}
+            for p in checked.manifest["train"]["curve"]
+        ]
+        if name in methods and curve:
+            eval_report.write_entries(
+                dataset,
+                ("learning_curve",),
+                {name: curve},
+                args.reports,
+                notes=f"validation sample of {checked.manifest['train']['settings']['valid_questions']} questions",
+            )
+        if live is not None and name in methods:
+            lines += _live(
+                export_name=dataset, live=live, scorer=scorer, steps=steps, name=name, args=args
+            )
+        del scorer
+    if live is not None and not args.no_baselines:
+        lines += _live(
+            export_name=dataset, live=live, scorer=None, steps=1, name="regcn", args=args
+        )
+    return lines
+
+
+def _live(
+    export_name: str,
+    live: ExportedSplit,
+    scorer: OptionScorer | None,
+    steps: int,
+    name: str,
+    args: argparse.Namespace,
+) -> list[str]:
+    """Hits@1 of re-ranking the graph's own top-K (misses count as wrong), and recall@K."""
+    rows = sample_rows(live, args.n, args.seed, gold_only=False)
+    k = live.num_candidates
+    gold_pos = np.asarray(live.arrays["gold_index"])[rows]
+    recall = float((gold_pos >= 0).mean())
+    if scorer is None:
+        hits = float((gold_pos == 0).mean())  # the top-K is in the graph's order, best first
+    else:
+        vocab = Vocabulary.of_export(live)
+        correct = 0
+        for start in tqdm(
+            range(0, len(rows), BATCH), desc=f"{name} live", unit="batch", leave=False
+        ):
+            batch = export_batch(live, vocab, rows[start : start + BATCH], k, steps, args.seed)
+            picks = scorer.score(batch).argmax(1)
+            correct += int(((picks == batch.target) & (batch.target >= 0)).sum())
+        hits = correct / len(rows)
+    entry = {"K": k, "recall@K": recall, "hits@1": hits, "n": int(len(rows))}
+    eval_report.write_entries(
+        export_name,
+        ("live",),
+        {name: entry},
+        args.reports,
+        notes=f"graph top-{k}, sample of {len(rows)} (seed {args.seed})",
+    )
+    return [f"live {name}: recall@{k} {recall:.4f} hits@1 {hits:.4f} (n={len(rows)})"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""``geopol train llm``: train the LLM stage on an embedding export and save its artifact.
+
+Everything is validated before any weights are loaded: the config, the exports (manifest, every
+file's sha256, dtypes and shapes), that training and validation exports come from the same graph
+artifact, and that the recipe fits them (history steps, option counts, question counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.llm import artifact as llm_artifact
+from services.llm.backbone import BackboneError, load_backbone, pick_dtype, resolve
+from services.llm.model import build_scorer, with_lora
+from services.llm.questions import Vocabulary
+from services.llm.train import SELECTIONS, TrainingError, gold_rows, train, undersample_relations
+from shared.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    LlmTrainConfig,
+    RecipeSettings,
+    load_config,
+)
+from shared.embedding_export import ExportedSplit, ExportError, load_export
+from shared.log import configure_logging, get_logger
+from shared.manifest import vocab_sha256
+
+log = get_logger(__name__)
+
+
+class PlanError(ValueError):
+    """The training asked for does not fit its data; the message names the setting and value."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geopol train llm",
+        description="Train the LLM stage (LoRA + graph adapters + feature token, TGL-LLM hybrid "
+        "graph tokens) on multiple-choice questions from an embedding export, and save a checked "
+        "artifact. Settings come from the config's llm section; each flag overrides one.",
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="training export (default llm.train.data, else RUN_DIR/embeddings/DATASET/train)",
+    )
+    parser.add_argument(
+        "--valid",
+        type=Path,
+        help="validation export (default llm.train.valid; none: the last rows of --data)",
+    )
+    parser.add_argument("--recipe", help="recipe name in llm.recipes (default llm.train.recipe)")
+    parser.add_argument(
+        "--questions", type=int, help="training questions (default llm.train.questions)"
+    )
+    parser.add_argument("--valid-questions", type=int, help="fixed validation sample size")
+    parser.add_argument("--batch", type=int, help="questions per step (default llm.train.batch)")
+    parser.add_argument("--seed", type=int, help="seed of selection, order and initialisation")
+    parser.add_argument(
+        "--out", type=Path, help="artifact folder (default: the config's llm artifact)"
+    )
+    parser.add_argument(
+        "--selection",
+        choices=sorted(SELECTIONS),
+        default="random",
+        help="how training questions are chosen",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def settings_from(
+    args: argparse.Namespace, config: Config
+) -> tuple[LlmTrainConfig, RecipeSettings, str]:
+    base = config.llm.train
+    overrides = {
+        "data": args.data or base.data or config.embeddings_dir / "train",
+        "valid": args.valid or base.valid,
+        "recipe": args.recipe or base.recipe,
+        "questions": args.questions or base.questions,
+        "valid_questions": args.valid_questions or base.valid_questions,
+        "batch": args.batch or base.batch,
+        "seed": base.seed if args.seed is None else args.seed,
+    }
+    settings = base.model_copy(update=overrides)
+    if settings.recipe not in config.llm.recipes:
+        raise PlanError(f"--recipe {settings.recipe!r} is not one of {sorted(config.llm.recipes)}")
+    return settings, config.llm.recipes[settings.recipe], settings.recipe
+
+
+def plan(
+    settings: LlmTrainConfig, recipe: RecipeSettings
+) -> tuple[ExportedSplit, np.ndarray, ExportedSplit, np.ndarray]:
+    """Load and check the exports and choose the rows; no model is touched."""
+    data = load_export(Path(settings.data))
+    valid = load_export(Path(settings.valid)) if settings.valid else data
+    if valid.manifest["graph_artifact"] != data.manifest["graph_artifact"]:
+        raise PlanError("--data and --valid come from different graph artifacts")
+    for name, export in (("data", data), ("valid", valid)):
+        if recipe.steps > export.steps:
+            raise PlanError(f"recipe steps {recipe.steps} > T={export.steps} of the {name} export")
+        if max(recipe.options + [settings.valid_k]) > export.num_candidates:
+            raise PlanError(
+                f"recipe options {recipe.options} need more than the {export.num_candidates} candidates of the {name} export"
+            )
+    usable = gold_rows(data)
+    if settings.valid:
+        valid_rows = np.random.default_rng(settings.seed).permutation(gold_rows(valid))[
+            : settings.valid_questions
+        ]
+        train_pool_exclude = np.setdiff1d(np.arange(len(data)), usable)
+    else:  # hold out the latest rows: validation is later in time than training
+        valid_rows = usable[-settings.valid_questions :]
+        train_pool_exclude = np.setdiff1d(np.arange(len(data)), usable[: -settings.valid_questions])
+    available = len(data) - len(train_pool_exclude)
+    if settings.questions > available:
+        raise PlanError(
+            f"--questions {settings.questions}: the export offers {available} training questions"
+        )
+    rows = SELECTIONS["random"](data, settings.questions, settings.seed, train_pool_exclude)
+    if settings.undersample_relations is not None:
+        rows = undersample_relations(data, rows, settings.undersample_relations, settings.seed)
+    return data, rows, valid, valid_rows
+
+
+def lineage(data: ExportedSplit, rows: np.ndarray, recipe: RecipeSettings) -> dict[str, Any]:
+    m = data.manifest
+    return {
+        "graph": {
+            "artifact": m["graph_artifact"],
+            "dim": m["dim"],
+            "steps": recipe.steps,
+            "export_steps": m["steps"],
+        },
+        "data": {
+            "dataset": m["dataset"],
+            "split": m["split"],
+            "protocol": m["protocol"],
+            "cutoff_step": int(np.asarray(data.arrays["queries"])[rows, 3].max()),
+            "questions": int(len(rows)),
+            "vocab": _vocab_hashes(m),
+        },
+        "options": sorted(recipe.options),
+    }
+
+
+def _vocab_hashes(manifest: dict[str, Any]) -> dict[str, str]:
+    return {
+        "entity_names_sha256": vocab_sha256(list(manifest["entity_names"])),
+        "relation_names_sha256": vocab_sha256(list(manifest["relation_names"])),
+    }
+
+
+def run(
+    config: Config,
+    settings: LlmTrainConfig,
+    recipe: RecipeSettings,
+    recipe_name: str,
+    out: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    data, rows, valid, valid_rows = plan(settings, recipe)
+    if config.llm.threads:
+        torch.set_num_threads(config.llm.threads)
+    source = resolve(config.llm.backbone, config.backbone_cache)
+    backbone = load_backbone(
+        source,
+        pick_dtype(config.llm.dtype),
+        load_in_4bit=config.llm.load_in_4bit,
+        gradient_checkpointing=config.llm.gradient_checkpointing,
+    )
+    with_lora(backbone, config.llm.lora, settings.seed)
+    scorer = build_scorer(recipe, backbone, data.dim, settings.seed)
+    result = train(scorer, recipe, settings, data, rows, valid, valid_rows, progress=progress)
+    info = lineage(data, rows, recipe)
+    info["recipe_name"] = recipe_name
+    info["train"] = {**asdict(result), "settings": settings.model_dump(mode="json")}
+    saved = llm_artifact.save(
+        out, scorer, recipe, config.llm.lora, Vocabulary.of_export(data), info
+    )
+    return {
+        "out": str(out),
+        "artifact": saved.artifact_id,
+        **{
+            k: info["train"][k]
+            for k in (
+                "best_acc",
+                "best_questions",
+                "questions_seen",
+                "samples_per_s",
+                "trainable",
+                "curve",
+            )
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        configure_logging("llm", config.logging.level, config.logging.format)
+        settings, recipe, name = settings_from(args, config)
+        summary = run(
+            config, settings, recipe, name, args.out or config.llm_artifact, not args.no_progress
+        )
+    except (
+        ConfigError,
+        ExportError,
+        PlanError,
+        BackboneError,
+        TrainingError,
+        llm_artifact.LlmArtifactError,
+        OSError,
+    ) as exc:
+        print(f"geopol train llm: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The LLM artifact round trip and its refusals, and the llm stage turning EMBEDDINGS into SCORES."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_llm import D, K, T
+
+from services.llm import artifact
+from services.llm.backbone import load_backbone, resolve
+from services.llm.model import build_scorer, with_lora
+from services.llm.questions import Vocabulary, export_batch
+from services.llm.service import LlmStage
+from shared.config import LoraSettings, RecipeSettings, load_config
+from shared.embedding_export import load_export
+from shared.protocol import MessageType, new_message
+from shared.runtime import StageRuntime
+
+RECIPE = RecipeSettings(steps=T, query_token=True, letter_tags=True)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_backbone: Path, tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    export = load_export(tiny_export)
+    backbone = load_backbone(resolve(tiny_backbone, tiny_backbone), torch.float32)
+    with_lora(backbone, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
+    scorer = build_scorer(RECIPE, backbone, D, 0)
+    with torch.no_grad():  # make the saved LoRA and adapters differ from a fresh initialisation
+        for param in scorer.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    info = {
+        "graph": {"artifact": export.manifest["graph_artifact"], "dim": D, "steps": T},
+        "data": {"dataset": "TINY", "questions": 10},
+        "options": [4, 6],
+        "train": {"curve": [], "best_questions": 0, "settings": {"valid_questions": 1}},
+    }
+    out = tmp_path_factory.mktemp("llm") / "artifact"
+    artifact.save(
+        out, scorer, RECIPE, LoraSettings(rank=4, alpha=8), Vocabulary.of_export(export), info
+    )
+    batch = export_batch(export, Vocabulary.of_export(export), np.arange(4), K, T, seed=0)
+    np.save(out.parent / "expected.npy", scorer.score(batch))
+    return out
+
+
+def test_a_saved_artifact_scores_as_it_did_when_saved(
+    saved: Path, tiny_backbone: Path, tiny_export: Path
+) -> None:
+    export = load_export(tiny_export)
+    checked = artifact.check(saved)
+    assert {
+        "lora/adapter_model.safetensors",
+        "lora/adapter_config.json",
+        "graph_adapters.safetensors",
+        "names.json",
+    } <= set(checked.manifest["files"])
+    scorer = artifact.load(checked, resolve(tiny_backbone, tiny_backbone), torch.float32)
+    batch = export_batch(export, checked.vocabulary(), np.arange(4), K, T, seed=0)
+    np.testing.assert_allclose(
+        scorer.score(batch), np.load(saved.parent / "expected.npy"), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_changed_file_or_other_backbone_is_refused_before_loading(
+    saved: Path, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    (copy / "graph_adapters.safetensors").write_bytes(b"changed")
+    with pytest.raises(artifact.LlmArtifactError, match="sha256 of graph_adapters.safetensors"):
+        artifact.check(copy)
+    checked = artifact.check(saved)
+    other = resolve(tiny_backbone, tiny_backbone)
+    other = type(other)(other.name, other.directory, "0" * 64)
+    with pytest.raises(
+        artifact.LlmArtifactError,
+        match=r"backbone.weights_sha256 is '.*' in its manifest, but '0{64}' here",
+    ):
+        artifact.check_fits(checked, other)
+    with pytest.raises(
+        artifact.LlmArtifactError, match="graph.dim is 8 in its manifest, but 16 here"
+    ):
+        artifact.check_fits(checked, resolve(tiny_backbone, tiny_backbone), graph_dim=16)
+    manifest = json.loads((saved / "manifest.json").read_text())
+    manifest["prompt_template_version"] = 0
+    shutil.rmtree(copy)
+    shutil.copytree(saved, copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(artifact.LlmArtifactError, match="prompt_template_version"):
+        artifact.check(copy)
+
+
+def embeddings_message(export_dir: Path, row: int, msg_id: str, graph_artifact: str | None = None):
+    export = load_export(export_dir)
+    a = export.arrays
+    frames = [
+        np.ascontiguousarray(a[name][row], dtype=np.float32)
+        for name in ("subject", "relation", "candidates", "scores", "query")
+    ]
+    s, r, _, t = (int(v) for v in a["queries"][row])
+    meta = {
+        "step": t,
+        "subject": s,
+        "relation": r,
+        "candidates": [int(c) for c in a["candidate_ids"][row]],
+        "graph_artifact": graph_artifact or export.manifest["graph_artifact"],
+        "protocol": "live",
+    }
+    return new_message(MessageType.EMBEDDINGS, msg_id, frames, meta=meta)
+
+
+def stage_of(saved: Path, backbone_dir: Path) -> LlmStage:
+    checked = artifact.check(saved)
+    scorer = artifact.load(checked, resolve(backbone_dir, backbone_dir), torch.float32)
+    return LlmStage(scorer, checked.vocabulary(), checked)
+
+
+def test_the_stage_answers_embeddings_with_scores_in_candidate_order(
+    saved: Path, tiny_backbone: Path, tiny_export: Path
+) -> None:
+    stage = stage_of(saved, tiny_backbone)
+    messages = [embeddings_message(tiny_export, row, f"TINY/q{row}") for row in range(3)]
+    routes = stage.handle_batch("embeddings", messages)
+    assert [socket for socket, _ in routes] == ["scores"] * 3
+    for (_, reply), message in zip(routes, messages, strict=True):
+        assert reply.type is MessageType.SCORES and reply.id == message.id
+        assert reply.frames[0].shape == (K,) and reply.frames[0].dtype == np.float32
+        np.testing.assert_array_equal(reply.frames[1], message.frames[3])  # graph scores passed on
+        assert reply.meta["llm_artifact"] == artifact.check(saved).artifact_id
+        assert reply.meta["candidates"] == message.meta["candidates"]
+    # deterministic: a re-sent id gets the same scores; alone it scores as inside the batch
+    again = stage.handle("embeddings", messages[1])[0][1]
+    np.testing.assert_allclose(again.frames[0], routes[1][1].frames[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_frame_is_dead_lettered_while_the_stage_keeps_serving(
+    saved: Path, tiny_backbone: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    from shared.protocol import encode
+    from shared.protocol.codec import as_buffer
+
+    stage = stage_of(saved, tiny_backbone)
+    config = load_config(Path("configs/default.yaml"), env={"GEOPOL_RUN_DIR": str(tmp_path)})
+    runtime = StageRuntime(
+        "llm",
+        config,
+        stage.handle,
+        accepts={"embeddings": frozenset({MessageType.EMBEDDINGS})},
+        batch_handler=stage.handle_batch,
+        batch_size=8,
+    )
+    good = embeddings_message(tiny_export, 0, "TINY/good")
+    wrong_dim = new_message(
+        MessageType.EMBEDDINGS,
+        "TINY/wrong-dim",
+        [
+            np.zeros((T, 5), np.float32),
+            np.zeros(5, np.float32),
+            np.zeros((K, T, 5), np.float32),
+            np.zeros(K, np.float32),
+            np.zeros(5, np.float32),
+        ],
+        meta=dict(good.meta),
+    )
+    other_graph = embeddings_message(tiny_export, 1, "TINY/other-graph", graph_artifact="x" * 64)
+    parts = [[bytes(as_buffer(p)) for p in encode(m)] for m in (good, wrong_dim, other_graph, good)]
+    routes = runtime.receive_batch("embeddings", parts)
+    assert [m.id for _, m in routes] == ["TINY/good", "TINY/good"]
+    letters = [
+        json.loads(line)
+        for line in (tmp_path / "deadletter" / "llm.jsonl").read_text().splitlines()
+    ]
+    assert {entry["header"]["id"] for entry in letters} == {"TINY/wrong-dim", "TINY/other-graph"}
+    assert any("d=5" in entry["detail"] for entry in letters)

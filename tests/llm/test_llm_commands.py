@@ -1,0 +1,222 @@
+"""The LLM stage's entry points run as a user runs them: as processes, on the tiny backbone."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zmq
+from test_artifact_and_service import embeddings_message
+from tiny_llm import K, T
+
+from shared.protocol import MessageType, decode, new_message
+from shared.sockets import send_message
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GEOPOL = [sys.executable, "-m", "shared.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(
+    tmp_path: Path, backbone: Path, artifact: Path, sockets: dict | None = None
+) -> Path:
+    config = {
+        "name": "llm-test",
+        "paths": {"run_dir": str(tmp_path / "run")},
+        "logging": {"level": "info", "format": "json"},
+        "graph": {"steps": T},
+        "llm": {
+            "backbone": str(backbone),
+            "artifact": str(artifact),
+            "dtype": "float32",
+            "batch": 4,
+            "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.0},
+            "recipes": {"default": {"steps": T, "options": [4, K], "query_token": True}},
+            "train": {
+                "batch": 4,
+                "valid_questions": 8,
+                "valid_every": 16,
+                "curve_at": [16],
+                "valid_k": 4,
+                "questions": 32,
+            },
+        },
+        "stages": {"llm": {"metrics_port": None, "heartbeat_s": 0.2, "sockets": sockets or {}}},
+    }
+    path = tmp_path / "llm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def geopol(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*GEOPOL, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path, tiny_export: Path
+) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("cli")
+    artifact = tmp / "artifact"
+    config = write_config(tmp, tiny_backbone, artifact)
+    done = geopol(
+        "train", "llm", "--config", str(config), "--data", str(tiny_export), "--no-progress"
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["questions_seen"] == 32 and summary["curve"][0]["train_questions"] == 16
+    assert 0 < summary["trainable"]["trainable"] < summary["trainable"]["total"]
+    return config, artifact
+
+
+def test_train_llm_writes_a_checked_artifact(trained: tuple[Path, Path]) -> None:
+    _, artifact = trained
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["kind"] == "tgl-llm" and manifest["graph"]["steps"] == T
+    assert manifest["data"]["questions"] == 32 and manifest["options"] == [4, K]
+    assert manifest["backbone"]["name"] == "tiny-llama"
+
+
+def test_train_llm_refuses_a_plan_that_does_not_fit_before_loading_weights(
+    trained: tuple[Path, Path], tiny_export: Path
+) -> None:
+    config, _ = trained
+    done = geopol(
+        "train", "llm", "--config", str(config), "--data", str(tiny_export), "--questions", "100000"
+    )
+    assert done.returncode == 2
+    assert "--questions 100000" in done.stderr and "offers" in done.stderr
+    assert "backbone_loaded" not in done.stdout + done.stderr
+
+
+def test_llm_prompt_prints_the_rendered_question(
+    trained: tuple[Path, Path], tiny_export: Path
+) -> None:
+    config, _ = trained
+    done = geopol(
+        "llm",
+        "prompt",
+        "--config",
+        str(config),
+        "--data",
+        str(tiny_export),
+        "--index",
+        "3",
+        "--k",
+        "4",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Query: (entity" in done.stdout and "Query feature: [f][query]" in done.stdout
+    assert "<- trained answer" in done.stdout and "Options: A." in done.stdout
+
+
+def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
+    trained: tuple[Path, Path], tiny_export: Path, tmp_path: Path
+) -> None:
+    config, artifact = trained
+    report = tmp_path / "eval.json"
+    done = geopol(
+        "eval",
+        "llm",
+        "--config",
+        str(config),
+        "--data",
+        str(tiny_export),
+        "--method",
+        f"tgl-llm-random={artifact}",
+        "--n",
+        "20",
+        "--ks",
+        "4",
+        "6",
+        "--reports",
+        str(report),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(report.read_text())["TINY"]
+    for k in ("K4", "K6"):
+        assert set(rows["tgl-mcq"][k]) == {"recurrency", "regcn", "tgl-llm-random"}
+        assert all(
+            entry["n"] == 20 and 0 <= entry["acc"] <= 1 for entry in rows["tgl-mcq"][k].values()
+        )
+    assert rows["learning_curve"]["tgl-llm-random"][0]["train_questions"] == 16
+    assert "tgl-mcq" in (tmp_path / "eval.md").read_text()
+
+
+def test_serve_llm_turns_embeddings_into_scores_and_survives_a_bad_frame(
+    trained: tuple[Path, Path], tiny_backbone: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    _, artifact = trained
+    ctx = zmq.Context()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    push.setsockopt(zmq.LINGER, 0)
+    pull.setsockopt(zmq.RCVTIMEO, 60_000)
+    in_port = push.bind_to_random_port("tcp://127.0.0.1")
+    out_port = _free_port()
+    sockets = {
+        "embeddings": {"pattern": "pull", "endpoint": f"tcp://127.0.0.1:{in_port}"},
+        "scores": {"pattern": "push", "endpoint": f"tcp://127.0.0.1:{out_port}", "bind": True},
+    }
+    config = write_config(tmp_path, tiny_backbone, artifact, sockets)
+    proc = subprocess.Popen(
+        [*GEOPOL, "serve", "llm", "--config", str(config)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        pull.connect(f"tcp://127.0.0.1:{out_port}")
+        bad = new_message(
+            MessageType.EMBEDDINGS, "TINY/bad", [np.zeros((T, 3), np.float32)], meta={}
+        )
+        send_message(push, bad)
+        for row in range(2):
+            send_message(push, embeddings_message(tiny_export, row, f"TINY/q{row}"))
+        replies = [decode(pull.recv_multipart()) for _ in range(2)]
+        assert sorted(r.id for r in replies) == ["TINY/q0", "TINY/q1"]
+        assert all(r.type is MessageType.SCORES and r.frames[0].shape == (K,) for r in replies)
+        dead = tmp_path / "run" / "deadletter" / "llm.jsonl"
+        deadline = time.monotonic() + 10
+        while not dead.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "TINY/bad" in dead.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        push.close()
+        pull.close()
+        ctx.term()
+    assert proc.returncode == 0, out
+
+
+def test_the_llm_modules_never_import_jax() -> None:
+    code = (
+        "import json, sys\n"
+        "import services.llm.service, services.llm.train_cli, services.llm.evaluate, services.llm.prompt_cli\n"
+        "print(json.dumps({m: m in sys.modules for m in ('jax', 'jaxlib', 'services.graph')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "jax": False,
+        "jaxlib": False,
+        "services.graph": False,
+    }
