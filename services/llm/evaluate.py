@@ -16,6 +16,7 @@ so a tie costs what a random guess costs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,37 @@ def baseline_choice(
 ) -> np.ndarray:
     """The letter an exported score array picks (its best option in the presented order)."""
     return np.asarray(export.arrays[array])[rows[:, None], order].argmax(1)
+
+
+def plot_learning_curves(report: Path, dataset: str) -> Path | None:
+    """``learning-curve-DATASET.png`` beside eval.json: validation Acc against training
+    questions for every method with a curve (what more data would buy)."""
+    import matplotlib  # only here: every other command of this module runs without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = json.loads(report.read_text()).get(dataset, {}).get("learning_curve", {})
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in sorted(curves.items()):
+        ax.plot(
+            [p["train_questions"] for p in points], [p["acc"] for p in points], "o-", label=name
+        )
+    k = next(iter(curves.values()))[0]["K"]
+    ax.axhline(1 / k, color="grey", linestyle=":", label=f"chance (1/{k})")
+    ax.set(
+        xscale="log",
+        xlabel="training questions",
+        ylabel=f"validation Acc@{k}",
+        title=f"{dataset}: tgl-mcq learning curve",
+    )
+    ax.legend()
+    out = report.parent / f"learning-curve-{dataset}.png"
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
 
 
 def load_scorer(config: Config, directory: Path) -> tuple[OptionScorer, llm_artifact.LlmArtifact]:
@@ -201,6 +233,9 @@ def evaluate(
                 export_name=dataset, live=live, scorer=scorer, steps=steps, name=name, args=args
             )
         del scorer
+    figure = plot_learning_curves(args.reports, dataset)
+    if figure is not None:
+        lines.append(f"learning curves: {figure}")
     if live is not None and not args.no_baselines:
         lines += _live(
             export_name=dataset, live=live, scorer=None, steps=1, name="regcn", args=args

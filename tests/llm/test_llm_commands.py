@@ -156,6 +156,7 @@ def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
         )
     assert rows["learning_curve"]["tgl-llm-random"][0]["train_questions"] == 16
     assert "tgl-mcq" in (tmp_path / "eval.md").read_text()
+    assert (tmp_path / "learning-curve-TINY.png").stat().st_size > 0
 
 
 def test_serve_llm_turns_embeddings_into_scores_and_survives_a_bad_frame(
