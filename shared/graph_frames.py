@@ -48,10 +48,6 @@ class QueryFrames(NamedTuple):
     def steps(self) -> int:
         return int(self.subject.shape[0])
 
-    @property
-    def dim(self) -> int:
-        return int(self.subject.shape[1])
-
 
 def check_frames(
     frames: Sequence[np.ndarray], steps: int | None = None, dim: int | None = None

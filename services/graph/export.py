@@ -58,9 +58,10 @@ from shared.embedding_export import (
     QUERY_COLUMNS,
     ExportError,
     array_layout,
+    file_entry,
 )
 from shared.log import configure_logging
-from shared.manifest import file_sha256, vocab_sha256
+from shared.manifest import vocab_sha256
 
 if TYPE_CHECKING:
     from services.graph.embeddings import GraphModel
@@ -162,14 +163,7 @@ class _ArrayFile:
         else:
             del rows, self.rows
             os.replace(self._tmp, self.path)
-        array = np.load(self.path, mmap_mode="r")
-        return {
-            "file": self.path.name,
-            "dtype": str(array.dtype),
-            "shape": list(array.shape),
-            "bytes": self.path.stat().st_size,
-            "sha256": file_sha256(self.path),
-        }
+        return file_entry(self.path)
 
 
 class _ExportWriter:

@@ -69,10 +69,6 @@ class Backbone:
     def vocab_size(self) -> int:
         return int(self.model.config.vocab_size)
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
 
 def pick_dtype(name: str) -> torch.dtype:
     """``auto``: bfloat16 on a GPU that has it or on a CPU with native bf16 matmuls, else float32."""
