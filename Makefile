@@ -101,6 +101,8 @@ $(EMB14)/valid-mcq10/manifest.json: $(GRAPH14)/manifest.json
 	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split valid --protocol tgl-mcq --k 10 --inverse --out $(EMB14)/valid-mcq10
 $(EMB14)/test-mcq10/manifest.json: $(GRAPH14)/manifest.json
 	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol tgl-mcq --k 10 --inverse --out $(EMB14)/test-mcq10
+$(EMB14)/valid-live10/manifest.json: $(GRAPH14)/manifest.json
+	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split valid --protocol live --k 10 --inverse --out $(EMB14)/valid-live10
 $(EMB14)/test-live10/manifest.json: $(GRAPH14)/manifest.json
 	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol live --k 10 --inverse --out $(EMB14)/test-live10
 

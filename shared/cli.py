@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the LLM stage (LoRA + graph adapters) on an export",
     ),
     "llm prompt": ("services.llm.prompt_cli", "print one exported question as the LLM sees it"),
+    "llm score": ("services.llm.score_cli", "save every candidate's scores for calibration"),
     "eval llm": ("services.llm.evaluate", "tgl-mcq and live accuracy of LLM methods and baselines"),
 }
 

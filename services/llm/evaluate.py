@@ -6,6 +6,8 @@ graph's own baselines, every method on the same seeded sample and the same optio
   exported score, each LLM artifact the best letter logit.
 - live (``--live EXPORT``, the graph's own top-K): recall@K of the retriever, and Hits@1 of
   ``regcn`` and of each LLM re-ranking those K candidates (a miss counts as wrong).
+- every LLM method's score table (each candidate's LLM, graph and recurrency scores) is written
+  under ``--scores`` (default RUN_DIR/scores/DATASET): what ``geopol eval calibrate`` measures.
 - learning curves and the chosen recipe come from each artifact's manifest (its validation
   curve); ``--ablation NAME=ARTIFACT`` rows go under ``ablations`` at K=10.
 
@@ -23,14 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError, pick_dtype, resolve
-from services.llm.questions import Vocabulary, export_batch, option_positions
+from services.llm.questions import option_positions
 from services.llm.scoring import OptionScorer
-from services.llm.train import choices, gold_rows
+from services.llm.tables import score_table
+from services.llm.train import gold_rows
 from shared import eval_report
+from shared import score_table as tables
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.embedding_export import ExportedSplit, ExportError, load_export
 
@@ -145,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and option orders")
     parser.add_argument("--no-baselines", action="store_true", help="skip recurrency and regcn")
     parser.add_argument("--reports", type=Path, default=Path("reports/eval.json"))
+    parser.add_argument(
+        "--scores", type=Path, help="folder of the score tables (default RUN_DIR/scores/DATASET)"
+    )
     return parser
 
 
@@ -184,7 +190,7 @@ def evaluate(
     args: argparse.Namespace,
 ) -> list[str]:
     dataset = export.manifest["dataset"]
-    vocab = Vocabulary.of_export(export)
+    scores_dir = args.scores or config.paths.run_dir / "scores" / dataset
     rows = sample_rows(export, args.n, args.seed)
     lines = []
     note = f"sample of {len(rows)} {export.manifest['split']} questions (seed {args.seed}), graph artifact {export.manifest['graph_artifact'][:12]}"
@@ -205,9 +211,19 @@ def evaluate(
         steps = checked.steps
         ks = args.ks if name in methods else [10]
         for k in ks:
-            picks, gold = choices(
-                scorer, export, vocab, rows, k, steps, args.seed, BATCH, label=name
+            table = score_table(
+                scorer,
+                export,
+                rows,
+                k,
+                steps,
+                args.seed,
+                BATCH,
+                label=name,
+                meta={"method": name, "llm_artifact": checked.artifact_id},
             )
+            tables.save(table, scores_dir / table_name(table))
+            picks, gold = table.llm.argmax(1), table.gold
             entry = {"acc": float((picks == gold).mean()), "n": int(len(rows))}
             section = ("tgl-mcq", f"K{k}") if name in methods else ("ablations",)
             value = entry if name in methods else {**entry, "K": k}
@@ -230,7 +246,12 @@ def evaluate(
             )
         if live is not None and name in methods:
             lines += _live(
-                export_name=dataset, live=live, scorer=scorer, steps=steps, name=name, args=args
+                export_name=dataset,
+                live=live,
+                scorer=(scorer, checked.artifact_id, scores_dir),
+                steps=steps,
+                name=name,
+                args=args,
             )
         del scorer
     figure = plot_learning_curves(args.reports, dataset)
@@ -243,15 +264,22 @@ def evaluate(
     return lines
 
 
+def table_name(table: tables.ScoreTable) -> str:
+    """``SPLIT-PROTOCOL-K<k>-METHOD.safetensors``: one file per table, found by its parts."""
+    m = table.meta
+    return f"{m['split']}-{m['protocol']}-K{m['K']}-{m['method']}.safetensors"
+
+
 def _live(
     export_name: str,
     live: ExportedSplit,
-    scorer: OptionScorer | None,
+    scorer: tuple[OptionScorer, str, Path] | None,
     steps: int,
     name: str,
     args: argparse.Namespace,
 ) -> list[str]:
-    """Hits@1 of re-ranking the graph's own top-K (misses count as wrong), and recall@K."""
+    """Hits@1 of re-ranking the graph's own top-K (misses count as wrong), and recall@K; an LLM
+    (``scorer``: the model, its artifact id, the score-table folder) also saves its table."""
     rows = sample_rows(live, args.n, args.seed, gold_only=False)
     k = live.num_candidates
     gold_pos = np.asarray(live.arrays["gold_index"])[rows]
@@ -259,15 +287,20 @@ def _live(
     if scorer is None:
         hits = float((gold_pos == 0).mean())  # the top-K is in the graph's order, best first
     else:
-        vocab = Vocabulary.of_export(live)
-        correct = 0
-        for start in tqdm(
-            range(0, len(rows), BATCH), desc=f"{name} live", unit="batch", leave=False
-        ):
-            batch = export_batch(live, vocab, rows[start : start + BATCH], k, steps, args.seed)
-            picks = scorer.score(batch).argmax(1)
-            correct += int(((picks == batch.target) & (batch.target >= 0)).sum())
-        hits = correct / len(rows)
+        model, artifact_id, scores_dir = scorer
+        table = score_table(
+            model,
+            live,
+            rows,
+            k,
+            steps,
+            args.seed,
+            BATCH,
+            label=f"{name} live",
+            meta={"method": name, "llm_artifact": artifact_id},
+        )
+        tables.save(table, scores_dir / table_name(table))
+        hits = float(((table.llm.argmax(1) == table.gold) & (table.gold >= 0)).mean())
     entry = {"K": k, "recall@K": recall, "hits@1": hits, "n": int(len(rows))}
     eval_report.write_entries(
         export_name,

@@ -17,6 +17,8 @@ import zmq
 from test_artifact_and_service import embeddings_message
 from tiny_llm import K, T
 
+from shared import score_table
+from shared.embedding_export import load_export
 from shared.protocol import MessageType, decode, new_message
 from shared.sockets import send_message
 
@@ -146,9 +148,15 @@ def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
         "6",
         "--reports",
         str(report),
+        "--scores",
+        str(tmp_path / "scores"),
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads(report.read_text())["TINY"]
+    table = score_table.load(tmp_path / "scores" / "valid-tgl-mcq-K4-tgl-llm-random.safetensors")
+    assert len(table) == 20 and table.k == 4 and (table.gold >= 0).all()
+    table_acc = float((table.llm.argmax(1) == table.gold).mean())
+    assert table_acc == pytest.approx(rows["tgl-mcq"]["K4"]["tgl-llm-random"]["acc"])
     for k in ("K4", "K6"):
         assert set(rows["tgl-mcq"][k]) == {"recurrency", "regcn", "tgl-llm-random"}
         assert all(
@@ -157,6 +165,27 @@ def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
     assert rows["learning_curve"]["tgl-llm-random"][0]["train_questions"] == 16
     assert "tgl-mcq" in (tmp_path / "eval.md").read_text()
     assert (tmp_path / "learning-curve-TINY.png").stat().st_size > 0
+
+
+def test_llm_score_saves_the_tail_in_candidate_order(
+    trained: tuple[Path, Path], tiny_export: Path, tmp_path: Path
+) -> None:
+    config, artifact = trained
+    out = tmp_path / "valid.safetensors"
+    args = ["--config", str(config), "--artifact", str(artifact), "--data", str(tiny_export)]
+    done = geopol("llm", "score", *args, "--tail", "12", "--out", str(out), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    table = score_table.load(out)
+    export = load_export(tiny_export)
+    rows = np.arange(len(export) - 12, len(export))
+    assert (table.rows == rows).all() and table.k == K
+    # candidate order: the export's own columns, whatever order the letters were shown in
+    assert (table.candidate_ids == np.asarray(export.arrays["candidate_ids"])[rows]).all()
+    assert (table.graph == np.asarray(export.arrays["scores"])[rows]).all()
+    assert (table.gold == np.asarray(export.arrays["gold_index"])[rows]).all()
+    assert table.meta["llm_artifact"] and "LLM top-1" in done.stdout
+    missing = geopol("llm", "score", *args, "--sample", "0", "--out", str(out))
+    assert missing.returncode == 2 and "must be positive" in missing.stderr
 
 
 def test_serve_llm_turns_embeddings_into_scores_and_survives_a_bad_frame(
