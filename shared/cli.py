@@ -29,6 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.llm.train_cli",
         "train the LLM stage (LoRA + graph adapters) on an export",
     ),
+    "train calibrate": (
+        "services.calibrate.train_cli",
+        "fit the calibrators on validation score tables",
+    ),
+    "eval calibrate": (
+        "services.calibrate.evaluate",
+        "ECE, Brier and NLL of the calibrator on test score tables",
+    ),
     "llm prompt": ("services.llm.prompt_cli", "print one exported question as the LLM sees it"),
     "llm score": ("services.llm.score_cli", "save every candidate's scores for calibration"),
     "eval llm": ("services.llm.evaluate", "tgl-mcq and live accuracy of LLM methods and baselines"),

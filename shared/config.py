@@ -77,7 +77,7 @@ def _is_loopback(host: str) -> bool:
 class SocketConfig(_Section):
     """One ZeroMQ socket of a stage: its pattern, endpoint and whether it binds or connects."""
 
-    pattern: Literal["push", "pull", "pub", "sub"]
+    pattern: Literal["push", "pull", "pub", "sub", "req", "rep"]
     endpoint: str
     bind: bool = False
     hwm: int = Field(default=10_000, gt=0)
@@ -293,6 +293,28 @@ class LlmConfig(_Section):
         return self
 
 
+class CalibrateConfig(_Section):
+    """The calibrate stage: which calibrator it applies and what a forecast carries.
+
+    ``artifact`` None means RUN_DIR/artifacts/calibrate/DATASET. ``publish`` is the PUB socket
+    forecasts and scorecards go out on (topics ``forecast/<subject>/<relation>`` and
+    ``scorecard``); ``snapshot`` the REP socket a late subscriber asks for the latest
+    ``snapshot_size`` forecasts (zguide Clone pattern). Each forecast carries up to
+    ``evidence_facts`` recent facts, from the last ``evidence_window`` steps, for each of its
+    ``evidence_candidates`` most probable candidates; the scorecard rolls over the last
+    ``scorecard_steps`` resolved steps.
+    """
+
+    artifact: PathValue | None = None
+    publish: SocketConfig = SocketConfig(pattern="pub", endpoint="tcp://127.0.0.1:5705", bind=True)
+    snapshot: SocketConfig = SocketConfig(pattern="rep", endpoint="tcp://127.0.0.1:5706", bind=True)
+    snapshot_size: int = Field(default=1000, gt=0)
+    evidence_candidates: int = Field(default=3, ge=0)
+    evidence_facts: int = Field(default=3, ge=0)
+    evidence_window: int = Field(default=30, gt=0)
+    scorecard_steps: int = Field(default=20, gt=0)
+
+
 class Config(_Section):
     """A whole way to run the pipeline."""
 
@@ -303,6 +325,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     graph: GraphConfig = GraphConfig()
     llm: LlmConfig = LlmConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
     def stage(self, name: str) -> StageConfig:
@@ -327,6 +350,19 @@ class Config(_Section):
     def llm_artifact(self) -> Path:
         """The LLM artifact the llm stage serves."""
         return self.llm.artifact or self.paths.run_dir / "artifacts" / "llm" / self.ingest.dataset
+
+    @property
+    def calibrator_artifact(self) -> Path:
+        """The calibrator the calibrate stage applies (``geopol train calibrate`` writes it)."""
+        return (
+            self.calibrate.artifact
+            or self.paths.run_dir / "artifacts" / "calibrate" / self.ingest.dataset
+        )
+
+    @property
+    def scores_dir(self) -> Path:
+        """Score tables of the configured dataset (``geopol llm score``, ``geopol eval llm``)."""
+        return self.paths.run_dir / "scores" / self.ingest.dataset
 
     @property
     def backbone_cache(self) -> Path:

@@ -189,14 +189,37 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
         parts += [
             f"## {dataset}: live (candidates = the graph's own top-K)",
             "",
-            "| method | K | recall@K | Hits@1 | n |",
-            "|---|---|---|---|---|",
+            "| method | K | recall@K | Hits@1 | Brier | ECE | NLL | n |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for method, m in sorted(live.items()):
+            probabilistic = " | ".join(_cell(m, key) for key in ("brier", "ece", "nll"))
             parts.append(
-                f"| {method} | {m['K']} | {m['recall@K']:.4f} | {m['hits@1']:.4f} | {m['n']} |"
+                f"| {method} | {m['K']} | {m['recall@K']:.4f} | {m['hits@1']:.4f} | "
+                f"{probabilistic} | {m['n']} |"
             )
         parts += ["", *_section_provenance(recorded, "live/"), ""]
+    for protocol, entry in sorted((data.get("calibration") or {}).items()):
+        parts += [
+            f"## {dataset}: calibration, {protocol} K={entry['K']} (chosen: {entry['method']}, "
+            f"n={entry['n']})",
+            "",
+            "| probabilities | ECE | Brier | NLL | Acc |",
+            "|---|---|---|---|---|",
+            f"| before (softmax of the LLM logits) | {entry['ece_before']:.4f} | "
+            f"{entry['brier_before']:.4f} | {entry['nll_before']:.4f} | - |",
+        ]
+        for name, m in entry["by_method"].items():
+            parts.append(
+                f"| {name} | {m['ece']:.4f} | {m['brier']:.4f} | {m['nll']:.4f} | {m['acc']:.4f} |"
+            )
+        parts += [
+            "",
+            f"![reliability {protocol}](reliability-{dataset}-{protocol}.png)",
+            "",
+            *_section_provenance(recorded, f"calibration/{protocol}"),
+            "",
+        ]
     for title, key in (("learning curve", "learning_curve"), ("ablations", "ablations")):
         section = data.get(key) or {}
         if not section:
@@ -215,6 +238,10 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
                 )
         parts += ["", *_section_provenance(recorded, f"{key}/"), ""]
     return parts
+
+
+def _cell(entry: dict[str, Any], key: str) -> str:
+    return f"{entry[key]:.4f}" if key in entry else "-"
 
 
 def _section_provenance(recorded: dict[str, Any], prefix: str) -> list[str]:

@@ -12,7 +12,14 @@ from shared.config import SocketConfig
 from shared.protocol import Limits, Message, encode
 from shared.protocol.codec import DEFAULT_LIMITS
 
-_PATTERNS = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
+_PATTERNS = {
+    "push": zmq.PUSH,
+    "pull": zmq.PULL,
+    "pub": zmq.PUB,
+    "sub": zmq.SUB,
+    "req": zmq.REQ,
+    "rep": zmq.REP,
+}
 INPUT_PATTERNS = frozenset({"pull", "sub"})
 
 
