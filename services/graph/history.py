@@ -33,7 +33,7 @@ from services.graph.snapshots import (
 )
 
 if TYPE_CHECKING:
-    from services.ingest.store import EventStore
+    from shared.event_store import EventStore
 
 log = structlog.get_logger(__name__)
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError, load
-from services.ingest.store import EventStore, StoreError
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.event_store import EventStore, StoreError
 from shared.ids import frame_to_ids
 from shared.log import configure_logging, get_logger
 from shared.manifest import vocab_sha256

@@ -37,9 +37,9 @@ from services.ingest.export_ingest import ingest_file, read_hashed
 from services.ingest.gdelt_reader import read_export, source_files
 from services.ingest.mapping import MappingConfig, to_quadruples
 from services.ingest.simulator import WorldParams, simulate
-from services.ingest.store import EventStore
 from shared.bench import machine, report
 from shared.config import REPO_ROOT
+from shared.event_store import EventStore
 from shared.log import configure_logging
 
 log = structlog.get_logger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from services.ingest.export_ingest import ingest_paths
 from services.ingest.mapping import MappingConfig
-from services.ingest.store import EventStore
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.event_store import EventStore
 from shared.log import configure_logging
 
 

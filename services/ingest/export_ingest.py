@@ -19,10 +19,10 @@ from tqdm import tqdm
 from services.ingest import cameo
 from services.ingest.gdelt_reader import read_export, source_files
 from services.ingest.mapping import NO_ACTOR, MappingConfig, to_quadruples
-from services.ingest.store import EventStore, IngestStats, KeyLabels
-from services.ingest.vocab import first_appearance
 from shared.atomic import atomic_write
+from shared.event_store import EventStore, IngestStats, KeyLabels
 from shared.log import get_logger
+from shared.store_vocab import first_appearance
 
 log = get_logger(__name__)
 

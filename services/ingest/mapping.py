@@ -44,8 +44,9 @@ RELATION_COLUMNS: Mapping[str, str] = {
 
 TIME_COLUMNS: Mapping[str, str] = {"sqldate": "SQLDATE", "dateadded": "DATEADDED"}
 
-_FACT_COLUMNS = ("GoldsteinScale", "NumMentions", "QuadClass", "IsRootEvent")
-"""Columns read whatever the config: the quadruple's attributes and the root-event flag."""
+_FACT_COLUMNS = ("GoldsteinScale", "NumMentions", "QuadClass", "IsRootEvent", "SOURCEURL")
+"""Columns read whatever the config: the quadruple's attributes, the root-event flag and the
+article URL (null in GDELT 1.0 backfile rows, which have no SOURCEURL field)."""
 
 QUAD_SCHEMA: Mapping[str, pl.DataType] = {
     "event_id": pl.Int64(),
@@ -56,6 +57,7 @@ QUAD_SCHEMA: Mapping[str, pl.DataType] = {
     "goldstein": pl.Float64(),
     "num_mentions": pl.Int64(),
     "quad_class": pl.Int8(),
+    "source_url": pl.String(),
 }
 """The exact columns and types of ``MappingResult.quads``."""
 
@@ -165,6 +167,7 @@ def to_quadruples(rows: pl.DataFrame, cfg: MappingConfig) -> MappingResult:
         pl.col("GoldsteinScale").cast(pl.Float64).alias("goldstein"),
         pl.col("NumMentions").cast(pl.Int64).alias("num_mentions"),
         pl.col("QuadClass").cast(pl.Int8).alias("quad_class"),
+        pl.col("SOURCEURL").cast(pl.String).alias("source_url"),
         pl.col("IsRootEvent").cast(pl.Int8).alias("_is_root"),
     )
     filters = _filters(cfg, has_duplicates=frame["event_id"].n_unique() < frame.height)

@@ -18,9 +18,9 @@ from services.ingest.gdelt_reader import source_files
 from services.ingest.journal import Journal
 from services.ingest.live import LivePoller, run_live
 from services.ingest.mapping import MappingConfig
-from services.ingest.store import EventStore
 from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
 from shared.config import DEFAULT_CONFIG, Config, load_config
+from shared.event_store import EventStore
 from shared.log import configure_logging, get_logger
 from shared.protocol import Message, MessageType
 from shared.runtime import Route, StageRuntime

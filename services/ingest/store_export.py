@@ -27,11 +27,11 @@ from services.ingest.datasets import (
     write_text,
 )
 from services.ingest.mapping import step_start
-from services.ingest.store import EventStore
 from services.ingest.tkg_loader import LABEL_FILES
-from services.ingest.vocab import Vocabulary
 from shared.calendar import CALENDAR_FILE, make_calendar
 from shared.config import DEFAULT_CONFIG, load_config
+from shared.event_store import EventStore
+from shared.store_vocab import Vocabulary
 
 
 def export_store(

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import structlog
 
-from services.ingest.store import EventStore, KeyLabels
+from shared.event_store import EventStore, KeyLabels
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,7 @@ import pytest
 from services.graph import artifact, model
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.embeddings import GraphModel
-from services.ingest.store import QUAD_SCHEMA, EventStore, KeyLabels
+from shared.event_store import QUAD_SCHEMA, EventStore, KeyLabels
 from shared.manifest import vocab_sha256
 
 SPLIT_STEPS = {"train": range(0, 8), "valid": range(8, 10), "test": range(10, 12)}

@@ -15,7 +15,7 @@ from services.ingest.export_ingest import file_sha256, ingest_paths
 from services.ingest.gdelt_schema import V2_COLUMNS
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
-from services.ingest.store import QUAD_SCHEMA, EventStore
+from shared.event_store import QUAD_SCHEMA, EventStore
 
 SIM_MAPPING = MappingConfig(relation_level="root", time_field="dateadded", step_minutes=15)
 START = datetime(2024, 1, 1, tzinfo=UTC)

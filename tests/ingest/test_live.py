@@ -28,7 +28,7 @@ from services.ingest.live import (
 )
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
-from services.ingest.store import EventStore
+from shared.event_store import EventStore
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 PREFIX = "/gdeltv2"

@@ -24,7 +24,8 @@ DAY_2016_10_13 = 17087  # days from 1970-01-01 to 2016-10-13
 
 
 def frame() -> pl.DataFrame:
-    """Five canonical-typed rows: 1-3 complete, 4 lacks Actor2, 5 repeats event 1."""
+    """Five canonical-typed rows: 1-3 complete (2 without a SOURCEURL, as in a GDELT 1.0 backfile
+    row), 4 lacks Actor2, 5 repeats event 1."""
     dateadded = [
         datetime(2016, 10, 13, 15, 15, tzinfo=UTC),
         datetime(2016, 10, 13, 15, 29, tzinfo=UTC),
@@ -56,6 +57,7 @@ def frame() -> pl.DataFrame:
             "NumMentions": [10, 1, 3, 2, 10],
             "QuadClass": [1, 4, 4, 1, 1],
             "IsRootEvent": [1, 0, 1, 1, 1],
+            "SOURCEURL": ["http://a.example/1", None, "http://a.example/3", None, None],
         },
         schema_overrides={"QuadClass": pl.Int8, "IsRootEvent": pl.Int8},
     )
@@ -77,8 +79,20 @@ def test_quads_have_exactly_the_contracted_columns() -> None:
         "goldstein",
         "num_mentions",
         "quad_class",
+        "source_url",
     ]
-    assert quads.row(0) == (1, "USAGOV", "043", "RUSGOV", DAY_2016_10_13, 2.8, 10, 1)
+    assert quads.row(0) == (
+        1,
+        "USAGOV",
+        "043",
+        "RUSGOV",
+        DAY_2016_10_13,
+        2.8,
+        10,
+        1,
+        "http://a.example/1",
+    )
+    assert quads["source_url"].to_list() == ["http://a.example/1", None, "http://a.example/3"]
 
 
 @pytest.mark.parametrize(

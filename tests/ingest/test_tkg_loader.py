@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.ingest.store import EventStore
 from services.ingest.tkg_loader import (
     TkgDataset,
     TkgFormatError,
@@ -15,6 +14,7 @@ from services.ingest.tkg_loader import (
     ingest_tkg,
     load_tkg,
 )
+from shared.event_store import EventStore
 
 # Counts and time ranges from <shared_data>/tkg/*/SOURCE.md.
 REAL = {

@@ -5,7 +5,8 @@ so an id must never change once handed out: keys only ever get appended, in orde
 appearance, and the file on disk is replaced atomically so a crash leaves the old or the new
 version, never a mix. The TSV is meant to be read by people too (``id<TAB>key<TAB>label``).
 
-Files are replaced with ``shared.atomic.atomic_write``.
+Files are replaced with ``shared.atomic.atomic_write``. These are the event store's vocabularies
+(``shared/event_store.py``), so they live in shared/ beside it.
 """
 
 from __future__ import annotations

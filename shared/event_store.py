@@ -21,6 +21,19 @@ either invisible or rolled back until it lands:
 
 A rerun of a crashed ingest therefore starts from exactly the committed state and writes each row
 once. Writers serialise on an ``flock``; readers need no lock.
+
+Columns added later: ``source_url`` (the article a GDELT event was coded from) came after the first
+stores were written, so older parts lack it. Readers scan with the full ``STORED_SCHEMA`` and
+polars' ``missing_columns="insert"``, which reads it as null there, so old and new parts mix in
+one store without a rewrite or a schema-version bump. A column added the same way must be
+nullable.
+
+Why it lives in shared/: the ingest stage is its only writer (``services/ingest/export_ingest.py``
+for GDELT exports, ``tkg_loader.py`` for benchmark folders), but other stages read it, and no stage
+imports another's folder. Readers: the graph stage (its recent-history window, and the check of
+the store's vocabularies against its artifact), the ingest stage itself (the snapshots it emits,
+``datasets.py``, ``store_export.py``) and ``shared/facts.py`` (the supporting facts the calibrate
+stage attaches to a forecast, and a prompt's list of recent facts).
 """
 
 from __future__ import annotations
@@ -42,8 +55,8 @@ import numpy as np
 import polars as pl
 import structlog
 
-from services.ingest.vocab import Vocabulary, first_appearance
 from shared.atomic import atomic_write, atomic_write_bytes, fsync_dir
+from shared.store_vocab import Vocabulary, first_appearance
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +68,8 @@ _PART_ID_CHARS = 16  # hex chars of the source sha256 naming its part files
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEY_COLUMNS = ("subject", "relation", "object")
 
-# The contract with the readers (services/ingest/mapping.py and the TKG loader).
+# The contract with the readers of raw sources (services/ingest/mapping.py and the TKG loader):
+# every batch has these columns ...
 QUAD_SCHEMA = pl.Schema(
     {
         "event_id": pl.Int64,
@@ -68,6 +82,9 @@ QUAD_SCHEMA = pl.Schema(
         "quad_class": pl.Int8,
     }
 )
+# ... and may have these, null when absent: the benchmark split of a TKG fact, the article URL
+# of a GDELT event (GDELT 1.0 daily updates and 2.0 exports carry one; benchmarks do not).
+OPTIONAL_SCHEMA = pl.Schema({"source_url": pl.String, "split": pl.String})
 # What the parquet partitions hold: keys replaced by vocabulary ids.
 STORED_SCHEMA = pl.Schema(
     {
@@ -79,6 +96,7 @@ STORED_SCHEMA = pl.Schema(
         "goldstein": pl.Float64,
         "num_mentions": pl.Int64,
         "quad_class": pl.Int8,
+        "source_url": pl.String,
         "split": pl.String,
     }
 )
@@ -520,16 +538,29 @@ class EventStore:
         self, split: str | None = None, t_min: int | None = None, t_max: int | None = None
     ) -> pl.DataFrame:
         """Committed rows (ids, ``STORED_SCHEMA``) with ``t_min <= t <= t_max``, in step order."""
+        return self.scan_lazy(split, t_min, t_max).collect()
+
+    def scan_lazy(
+        self, split: str | None = None, t_min: int | None = None, t_max: int | None = None
+    ) -> pl.LazyFrame:
+        """``scan`` before it is collected: only the parts of steps in ``t_min..t_max`` are
+        listed, and a caller's filters and column selection are pushed into the parquet read.
+
+        Rows come in step order, then ingest order, then row order within an ingest. The file
+        list is fixed when this is called; commits made later are not seen.
+        """
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.refresh()
         files = self._files(t_min, t_max)
         if not files:
-            return pl.DataFrame(schema=STORED_SCHEMA)
-        frame = pl.scan_parquet(files, hive_partitioning=False)
+            return pl.LazyFrame(schema=STORED_SCHEMA)
+        frame = pl.scan_parquet(
+            files, schema=STORED_SCHEMA, missing_columns="insert", hive_partitioning=False
+        )
         if split is not None:
             frame = frame.filter(pl.col("split") == split)
-        return frame.collect()
+        return frame
 
     def snapshot(self, t: int) -> np.ndarray:
         """(n, 3) int64 array of (subject, relation, object) ids at step ``t``, one row per fact
@@ -542,24 +573,27 @@ class EventStore:
 
 
 def _validate_quads(quads: pl.DataFrame) -> pl.DataFrame:
-    """Check the reader contract and return the batch in ``QUAD_SCHEMA`` order plus ``split``.
+    """Check the reader contract and return the batch in ``QUAD_SCHEMA`` order plus the
+    ``OPTIONAL_SCHEMA`` columns (null where the batch lacks them).
 
     Everything is rejected here, before any write, so a bad batch never leaves partial state.
     """
     missing = [name for name in QUAD_SCHEMA if name not in quads.columns]
-    unexpected = sorted(set(quads.columns) - set(QUAD_SCHEMA) - {"split"})
+    unexpected = sorted(set(quads.columns) - set(QUAD_SCHEMA) - set(OPTIONAL_SCHEMA))
     if missing or unexpected:
         raise ValueError(
             f"quads columns: missing {missing}, unexpected {unexpected}; expected "
-            f"{list(QUAD_SCHEMA)} and optionally 'split'"
+            f"{list(QUAD_SCHEMA)} and optionally {list(OPTIONAL_SCHEMA)}"
         )
-    split = (
-        quads["split"]
-        if "split" in quads.columns
-        else pl.repeat(None, quads.height, dtype=pl.String, eager=True).alias("split")
-    )
-    columns = [_cast(quads[name], dtype) for name, dtype in QUAD_SCHEMA.items()]
-    batch = pl.DataFrame([*columns, _cast(split, pl.String)])
+    optional = [
+        quads[name]
+        if name in quads.columns
+        else pl.repeat(None, quads.height, dtype=dtype, eager=True).alias(name)
+        for name, dtype in OPTIONAL_SCHEMA.items()
+    ]
+    schema = {**QUAD_SCHEMA, **OPTIONAL_SCHEMA}
+    columns = [*(quads[name] for name in QUAD_SCHEMA), *optional]
+    batch = pl.DataFrame([_cast(column, schema[column.name]) for column in columns])
     for name in (*_KEY_COLUMNS, "t"):
         nulls = batch[name].null_count()
         if nulls:

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from structlog.testing import capture_logs
 
-from services.ingest import store as store_module
-from services.ingest.store import (
+from shared import event_store as store_module
+from shared.event_store import (
     STORED_SCHEMA,
     DiskFloorError,
     EventStore,
@@ -399,3 +399,17 @@ def test_a_second_handle_sees_commits_of_the_first(root: Path) -> None:
     reader = EventStore(root, step_minutes=15)
     ingest(EventStore(root, step_minutes=15), "a", SOURCE_A)
     assert reader.steps() == [0] and reader.num_entities == 2
+
+
+def test_source_url_is_optional_and_parts_without_it_read_as_null(root: Path) -> None:
+    store = EventStore(root, step_minutes=1440)
+    urls = ["https://a.example/1", None]
+    store.append(
+        quads(SOURCE_A).with_columns(source_url=pl.Series(urls)), source="a", source_sha256=sha("a")
+    )
+    ingest(store, "b", SOURCE_B)  # a batch without the column: a TKG benchmark, say
+    assert store.scan()["source_url"].to_list() == [*urls, None, None]
+    for part in root.glob("quads/*/*.parquet"):  # as parts written before the column existed
+        pl.read_parquet(part).drop("source_url").write_parquet(part)
+    old = EventStore(root, step_minutes=1440).scan()
+    assert old.schema == STORED_SCHEMA and old["source_url"].null_count() == old.height == 4

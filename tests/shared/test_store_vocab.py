@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from services.ingest.vocab import HEADER, Vocabulary, VocabularyError, first_appearance
+from shared.store_vocab import HEADER, Vocabulary, VocabularyError, first_appearance
 
 
 def test_ids_follow_first_appearance_and_survive_save_load(tmp_path: Path) -> None:
