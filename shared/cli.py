@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.llm.train_cli",
         "train the LLM stage (LoRA + graph adapters) on an export",
     ),
+    "watch": ("services.calibrate.watch", "follow the published forecasts (table or JSON)"),
     "train calibrate": (
         "services.calibrate.train_cli",
         "fit the calibrators on validation score tables",

@@ -22,6 +22,7 @@ SERVICES = {
     "ingest": "services.ingest.service",
     "graph": "services.graph.service",
     "llm": "services.llm.service",
+    "calibrate": "services.calibrate.service",
 }
 STOP_TIMEOUT_S = 15.0
 

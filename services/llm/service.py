@@ -6,7 +6,8 @@ question whose options are shown in an order seeded by the message id (so a re-s
 the same answer: invariant 1), and scored with whatever else has arrived. The SCORES reply holds
 two float32 frames ``[K]`` **in the candidates' order** (not letter order): the letter logits and
 the graph's own scores (the calibrator stacks both), and keeps the query's meta (candidate ids,
-graph artifact, data cut-off) with the llm artifact id added: the forecast's lineage.
+graph artifact, data cut-off) with the llm artifact id added: the forecast's lineage. The names
+and date the LLM read, and the calendar of the steps, go along for the forecast's text.
 
 The process never imports JAX (invariant 3) and caps its GPU memory with
 ``torch.cuda.set_per_process_memory_fraction`` before the model is loaded.
@@ -24,6 +25,7 @@ import torch
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError, pick_dtype, resolve
+from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
@@ -64,7 +66,8 @@ class LlmStage:
         for indices in by_k.values():
             scores = self.scorer.score(stack_batches([questions[i][0] for i in indices]))
             for row, i in enumerate(indices):
-                replies[i] = self._reply(messages[i], scores[row], questions[i][1])
+                batch, order = questions[i]
+                replies[i] = self._reply(messages[i], scores[row], order, batch.texts[0])
         routes.extend((OUT, replies[i]) for i in range(len(messages)))
         return routes
 
@@ -101,9 +104,14 @@ class LlmStage:
         )
         return batch, order
 
-    def _reply(self, message: Message, letter_scores: np.ndarray, order: np.ndarray) -> Message:
+    def _reply(
+        self, message: Message, letter_scores: np.ndarray, order: np.ndarray, text: QuestionText
+    ) -> Message:
         in_candidate_order = np.empty_like(letter_scores)
         in_candidate_order[order] = letter_scores
+        names = [""] * len(order)
+        for letter, position in enumerate(order):
+            names[position] = text.options[letter]
         return new_message(
             MessageType.SCORES,
             message.id,
@@ -116,6 +124,10 @@ class LlmStage:
                 **message.meta,
                 "llm_artifact": self.artifact_id,
                 "frames": ["llm_scores", "graph_scores"],
+                # the words the LLM read, for the forecast a person reads
+                "names": {"subject": text.subject, "relation": text.relation, "candidates": names},
+                "date": text.date,
+                "calendar": self.vocab.calendar,
             },
         )
 

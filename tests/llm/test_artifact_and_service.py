@@ -134,6 +134,12 @@ def test_the_stage_answers_embeddings_with_scores_in_candidate_order(
         np.testing.assert_array_equal(reply.frames[1], message.frames[3])  # graph scores passed on
         assert reply.meta["llm_artifact"] == artifact.check(saved).artifact_id
         assert reply.meta["candidates"] == message.meta["candidates"]
+        # the words the LLM read go along, the candidates' names in candidate order
+        vocab = stage.vocab
+        names = reply.meta["names"]
+        assert names["candidates"] == [vocab.entity(c) for c in message.meta["candidates"]]
+        assert names["subject"] == vocab.entity(message.meta["subject"])
+        assert reply.meta["date"] == vocab.date(message.meta["step"])
     # deterministic: a re-sent id gets the same scores; alone it scores as inside the batch
     again = stage.handle("embeddings", messages[1])[0][1]
     np.testing.assert_allclose(again.frames[0], routes[1][1].frames[0], rtol=1e-4, atol=1e-5)

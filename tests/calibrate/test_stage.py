@@ -1,0 +1,209 @@
+"""The calibrate stage without sockets: forecasts, once-only publication, evidence, resolution,
+and a bad SCORES message dead-lettered while the stage keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import polars as pl
+import pytest
+from stage_fixtures import K, live_calibration, scores_message
+
+from services.calibrate.ledger import Ledger
+from services.calibrate.service import ACCEPTS, CalibrateStage
+from services.calibrate.watch import CloneSubscriber
+from shared.config import load_config
+from shared.event_store import EventStore
+from shared.protocol import Limits, MessageType, decode, encode, new_message
+from shared.runtime import StageRuntime
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Crash(BaseException):
+    """Stands for a SIGKILL right after the publish left the process."""
+
+
+def stage_with(
+    tmp_path: Path, sent: list, store: EventStore | None = None, k: int = K
+) -> CalibrateStage:
+    return CalibrateStage(
+        live_calibration(k),
+        "c" * 64,
+        Ledger(tmp_path / "forecasts.sqlite"),
+        sent.append,
+        Limits(),
+        store,
+        evidence_facts=2,
+    )
+
+
+def forecasts(sent: list) -> list:
+    return [decode(parts[1:]) for parts in sent if parts[0].startswith(b"forecast/")]
+
+
+def test_a_scores_message_becomes_one_calibrated_forecast_with_lineage(tmp_path: Path) -> None:
+    sent: list = []
+    routes = stage_with(tmp_path, sent).handle("scores", scores_message(7, 3, 12))
+    assert [(name, m.type) for name, m in routes] == [("done", MessageType.DONE)]
+    assert routes[0][1].id == "SYNTH/t12/s7/r3"
+    (forecast,) = forecasts(sent)
+    m = forecast.meta
+    assert sent[0][0] == b"forecast/7/3/" and m["seq"] == 1
+    probabilities = [c["p"] for c in m["candidates"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) + m["other"] == pytest.approx(1.0, abs=1e-6) and 0 < m["other"] < 1
+    # frame: candidate order, then other; the best llm logit (candidate 100) is the top pick
+    assert forecast.frames[0].shape == (K + 1,) and m["candidates"][0]["id"] == 100
+    assert m["candidates"][0]["name"] == "Entity 100" and m["query"]["subject_name"] == "Subject 7"
+    assert m["lineage"] == {
+        "graph_artifact": "g" * 64,
+        "llm_artifact": "l" * 64,
+        "calibrator_artifact": "c" * 64,
+        "data_cutoff": 11,
+    }
+
+
+def test_a_duplicate_id_is_published_once_and_done_again(tmp_path: Path) -> None:
+    sent: list = []
+    stage = stage_with(tmp_path, sent)
+    first = stage.handle("scores", scores_message(7, 3, 12))
+    again = stage.handle("scores", scores_message(7, 3, 12))
+    assert len(forecasts(sent)) == 1 and stage.duplicates == 1
+    assert first[0][1].id == again[0][1].id  # ingest hears done both times
+    # also across a restart: a new stage on the same ledger file
+    restarted = stage_with(tmp_path, sent)
+    restarted.handle("scores", scores_message(7, 3, 12))
+    assert len(forecasts(sent)) == 1
+
+
+def test_a_kill_between_publish_and_record_neither_loses_nor_repeats(tmp_path: Path) -> None:
+    published: list = []
+
+    def crash_after_send(parts: list) -> None:
+        published.append(parts)
+        if parts[0].startswith(b"forecast/"):
+            raise Crash
+
+    stage = CalibrateStage(
+        live_calibration(), "c" * 64, Ledger(tmp_path / "f.sqlite"), crash_after_send, Limits()
+    )
+    with pytest.raises(Crash):
+        stage.handle("scores", scores_message(1, 0, 5))
+    # restart: the row was recorded but never marked sent, so it goes out again, same seq
+    after: list = []
+    restarted = CalibrateStage(
+        live_calibration(), "c" * 64, Ledger(tmp_path / "f.sqlite"), after.append, Limits()
+    )
+    assert restarted.republish_unsent() == 1
+    assert after[0] == published[0]  # byte for byte: the same sequence number
+    restarted.handle("scores", scores_message(1, 0, 5))  # ingest re-sends it: no new number
+    restarted.handle("scores", scores_message(2, 0, 5))
+    assert [f.meta["seq"] for f in forecasts(after)] == [1, 2]
+    assert restarted.republish_unsent() == 0
+    # a Clone subscriber that saw the first copy drops the second
+    subscriber = CloneSubscriber.__new__(CloneSubscriber)
+    subscriber.applied, subscriber.scorecards = set(), set()
+    shown = subscriber._fresh(forecasts(published)) + subscriber._fresh(forecasts(after))
+    assert [m.meta["seq"] for m in shown] == [1, 2]
+
+
+def test_a_bad_scores_message_is_dead_lettered_and_the_stage_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    sent: list = []
+    stage = stage_with(tmp_path, sent)
+    config = load_config(REPO_ROOT / "configs" / "default.yaml").model_copy(
+        update={"paths": load_config(REPO_ROOT / "configs" / "default.yaml").paths.model_copy(
+            update={"run_dir": tmp_path / "run"})}
+    )  # fmt: skip
+    runtime = StageRuntime("calibrate", config, stage.handle, accepts=ACCEPTS)
+    good = scores_message(1, 0, 3)
+    nan = scores_message(2, 0, 3, llm=np.full(K, np.nan))
+    short = new_message(
+        MessageType.SCORES, "SYNTH/t3/s3/r0", [np.zeros(K, np.float32)], meta=good.meta
+    )
+    wrong_ids = new_message(
+        MessageType.SCORES,
+        "SYNTH/t3/s4/r0",
+        list(good.frames),
+        meta={**good.meta, "candidates": [1]},
+    )
+    wrong_k = scores_message(5, 0, 3, candidates=[1, 2, 3])
+    for message in (nan, short, wrong_ids, wrong_k, good):
+        parts = encode(message)
+        if message is nan:  # encode refuses nothing; the receiver checks finiteness
+            assert not np.isfinite(message.frames[0]).any()
+        runtime.receive("scores", [bytes(memoryview(p)) for p in parts])
+    assert [f.id for f in forecasts(sent)] == [good.id]
+    dead = (tmp_path / "run" / "deadletter" / "calibrate.jsonl").read_text().splitlines()
+    assert len(dead) == 4
+    assert "fitted at K=10" in dead[-1]
+
+
+def _store(tmp_path: Path) -> EventStore:
+    """Steps 0..3 of A, B, C, D: A met B twice and C once before step 3; step 3 is A's truth."""
+    store = EventStore(tmp_path / "store", step_minutes=1440, min_free_bytes=0)
+    rows = [
+        (1, "A", "meet", "B", 0, "https://news.example.com/1"),
+        (2, "C", "meet", "A", 1, None),
+        (3, "A", "meet", "B", 2, "https://news.example.com/3"),
+        (4, "A", "meet", "C", 3, "https://news.example.com/4"),
+        (5, "A", "meet", "D", 3, None),
+        (6, "D", "meet", "B", 4, None),
+    ]
+    cols = list(zip(*rows, strict=True))
+    frame = pl.DataFrame(
+        {
+            "event_id": pl.Series(cols[0], dtype=pl.Int64),
+            "subject": cols[1],
+            "relation": cols[2],
+            "object": cols[3],
+            "t": pl.Series(cols[4], dtype=pl.Int64),
+            "goldstein": [0.0] * len(rows),
+            "num_mentions": [1] * len(rows),
+            "quad_class": pl.Series([1] * len(rows), dtype=pl.Int8),
+            "source_url": pl.Series(cols[5], dtype=pl.String),
+        }
+    )
+    store.append(frame, source="hand", source_sha256=hashlib.sha256(b"hand").hexdigest())
+    return store
+
+
+def test_forecasts_carry_dated_evidence_and_resolve_against_the_step(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    a, b, c, d = (int(i) for i in store.entities.ids(["A", "B", "C", "D"]))
+    meet = int(store.relations.ids(["meet"])[0])
+    sent: list = []
+    stage = stage_with(tmp_path, sent, store, k=3)
+    # candidates B, C, X(99): the llm likes B best; the truth at step 3 is {C, D}
+    stage.handle("scores", scores_message(a, meet, 3, [b, c, 99], llm=np.array([3.0, 1.0, 0.0])))
+    # a question that did not come up at step 3 (B met nobody then): void
+    stage.handle("scores", scores_message(b, meet, 3, [a, c, d], llm=np.array([1.0, 0.0, 0.0])))
+    first = forecasts(sent)[0].meta
+    evidence = {e["candidate"]: e["facts"] for e in first["evidence"]}
+    assert [f["date"] for f in evidence[b]] == ["2026-01-03", "2026-01-01"]  # newest first, t<3
+    assert (
+        evidence[b][0]["url"] == "https://news.example.com/3"
+        and "A — meet — B" in evidence[b][0]["fact"]
+    )
+    assert [f["t"] for f in evidence[c]] == [1] and evidence[c][0]["url"] is None
+
+    (card,) = stage.resolve_final_steps()  # step 4 has data, so step 3 is final
+    assert card["step"] == 3 and card["void"] == 1 and card["hit"] == [False]
+    assert card["in_candidates"] == [True]
+    p = np.array(card["probabilities"][0])
+    truth = card["truth"][0]
+    assert truth == next(i for i, x in enumerate(first["candidates"]) if x["id"] == c)
+    onehot = np.eye(len(p))[truth]
+    scorecard = decode(sent[-1][1:])
+    assert sent[-1][0] == b"scorecard/" and scorecard.type is MessageType.SCORECARD
+    rolled = scorecard.meta["rolling"]
+    assert rolled["n"] == 1 and rolled["acc@1"] == 0.0 and rolled["recall@K"] == 1.0
+    assert rolled["brier"] == pytest.approx(float(((p - onehot) ** 2).sum()))
+    assert rolled["nll"] == pytest.approx(-np.log(p[truth]))
+    assert stage.resolve_final_steps() == []  # resolved once
+    assert msgpack.unpackb(stage.ledger.scorecards(5)[0][2])["step"] == 3
