@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 STAGE ?=
 
 .PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
-        status watch train eval eval-baselines eval-llm
+        status watch train eval eval-baselines eval-llm eval-calibrate
 
 help:  ## list the targets
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -97,6 +97,11 @@ EMB14 := $(LLM_RUN)/embeddings/ICEWS14
 LLM14 := $(LLM_RUN)/artifacts/llm/ICEWS14
 LLM_METHODS ?= tgl-llm-random=best tgl-llm-paper=tgl-llm-paper llm-raw=llm-raw
 LLM_ABLATIONS ?=
+LLM_LIVE ?= tgl-llm-random
+SCORES14 := $(LLM_RUN)/scores/ICEWS14
+CALIB14 := $(LLM_RUN)/artifacts/calibrate/ICEWS14
+# the trainer holds out the last llm.train.valid_questions (500) valid rows: calibrate on those
+CALIB_ROWS ?= 500
 
 $(GRAPH14)/manifest.json:
 	$(GEOPOL) train graph --config configs/benchmark.yaml --data $(ICEWS14) --epochs 2 --out $(GRAPH14)
@@ -119,4 +124,19 @@ LLM_DEPS := $(EMB14)/test-mcq10/manifest.json $(EMB14)/test-live10/manifest.json
 eval-llm: $(LLM_DEPS)  ## LLM rows on ICEWS14 into reports/eval.json (hours on 2 CPU cores)
 	$(GEOPOL) eval llm --config $(LLM_CONFIG) --data $(EMB14)/test-mcq10 --live $(EMB14)/test-live10 --n $(LLM_N) \
 	  $(foreach m,$(LLM_METHODS),--method $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
-	  $(foreach m,$(LLM_ABLATIONS),--ablation $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m))))
+	  $(foreach m,$(LLM_ABLATIONS),--ablation $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
+	  $(foreach m,$(LLM_LIVE),--live-method $(m))
+
+# --- calibration on ICEWS14 (make eval-calibrate): fitted on held-out valid rows, scored on the
+# test tables eval-llm saved for tgl-llm-random
+$(SCORES14)/valid-%-K10-tgl-llm-random.safetensors: $(LLM14)/best/manifest.json $(EMB14)/valid-live10/manifest.json
+	$(GEOPOL) llm score --config $(LLM_CONFIG) --artifact $(LLM14)/best --data $(EMB14)/valid-$(if $(filter live,$*),live10,mcq10) \
+	  --tail $(CALIB_ROWS) --method tgl-llm-random --out $@
+
+$(CALIB14)/manifest.json: $(SCORES14)/valid-tgl-mcq-K10-tgl-llm-random.safetensors $(SCORES14)/valid-live-K10-tgl-llm-random.safetensors
+	$(GEOPOL) train calibrate --config $(LLM_CONFIG) --out $(CALIB14) $(foreach t,$^,--table $(t))
+
+eval-calibrate: $(CALIB14)/manifest.json  ## calibration rows on ICEWS14 (after make eval-llm)
+	$(GEOPOL) eval calibrate --config $(LLM_CONFIG) --artifact $(CALIB14) \
+	  --valid $(SCORES14)/valid-tgl-mcq-K10-tgl-llm-random.safetensors --valid $(SCORES14)/valid-live-K10-tgl-llm-random.safetensors \
+	  --test $(SCORES14)/test-tgl-mcq-K10-tgl-llm-random.safetensors --test $(SCORES14)/test-live-K10-tgl-llm-random.safetensors

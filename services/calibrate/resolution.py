@@ -6,11 +6,15 @@ are every ``o`` with ``(subject, relation, o)`` at t. The forecast's truth is th
 probable true candidate (several true objects are all right answers; only one is needed), or
 ``other`` when none of them was a candidate. A query with no such event at all is *void*: the
 question did not come up, so it is counted but not scored.
+
+On the simulator the world's exact next-step distribution is known (shared.sim_truth): each
+forecast is also compared with it — mean absolute error over the K candidates and ``other``, and
+KL(truth || forecast) — which tells calibration error apart from plain bad luck.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +66,38 @@ def resolve_forecast(meta: Mapping[str, Any], truths: set[int]) -> Resolved | No
     )
 
 
+#: ``forecast meta -> {candidate id: true probability}``, or None where the truth is unknown.
+TrueDistribution = Callable[[Mapping[str, Any]], Mapping[int, float] | None]
+
+
+def against_truth(meta: Mapping[str, Any], true: Mapping[int, float]) -> tuple[float, float]:
+    """(MAE, KL(truth || forecast)) over the K candidates and ``other``."""
+    p = np.array([c["p"] for c in meta["candidates"]] + [meta.get("other", 0.0)], np.float64)
+    q = np.array([true.get(c["id"], 0.0) for c in meta["candidates"]], np.float64)
+    q = np.append(q, max(0.0, 1.0 - q.sum()))
+    kept = q > 0
+    kl = float((q[kept] * np.log(q[kept] / np.maximum(p[kept], 1e-12))).sum())
+    return float(np.abs(p - q).mean()), kl
+
+
 def step_card(
-    step: int, forecasts: Sequence[Mapping[str, Any]], triples: np.ndarray
+    step: int,
+    forecasts: Sequence[Mapping[str, Any]],
+    triples: np.ndarray,
+    true_distribution: TrueDistribution | None = None,
 ) -> dict[str, Any]:
-    """The per-step record: every forecast resolved, void ones counted."""
+    """The per-step record: every forecast resolved, void ones counted; with the world's true
+    distribution, every forecast (void or not) compared with it."""
     truths = true_objects(triples)
     resolved = []
     void = 0
+    mae, kl = [], []
     for meta in forecasts:
+        true = true_distribution(meta) if true_distribution is not None else None
+        if true is not None:
+            error, divergence = against_truth(meta, true)
+            mae.append(error)
+            kl.append(divergence)
         query = meta["query"]
         outcome = resolve_forecast(meta, truths.get((query["subject"], query["relation"]), set()))
         if outcome is None:
@@ -83,6 +111,8 @@ def step_card(
         "truth": [r.truth for r in resolved],
         "hit": [r.hit for r in resolved],
         "in_candidates": [r.in_candidates for r in resolved],
+        "truth_mae": mae,
+        "truth_kl": kl,
     }
 
 
@@ -97,6 +127,10 @@ def rolling(cards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n": n,
         "void": int(sum(c["void"] for c in cards)),
     }
+    errors = [e for c in cards for e in c.get("truth_mae", [])]
+    if errors:
+        divergences = [d for c in cards for d in c["truth_kl"]]
+        summary |= {"truth_mae": float(np.mean(errors)), "truth_kl": float(np.mean(divergences))}
     if not n:
         return summary
     width = max(len(p) for p, _ in rows)

@@ -34,6 +34,7 @@ from services.calibrate.ledger import Ledger, Recorded
 from services.calibrate.publisher import HUGZ, SCORECARD, Publisher, SnapshotServer, wire_parts
 from services.calibrate.resolution import rolling, step_card
 from shared import facts as shared_facts
+from shared import sim_truth
 from shared.calendar import step_date
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
@@ -65,6 +66,8 @@ class CalibrateStage:
         evidence_facts: int = 3,
         evidence_window: int = 30,
         scorecard_steps: int = 20,
+        truth_source: Path | None = None,
+        step_minutes: int = 15,
     ) -> None:
         self.calibration = calibration
         self.calibrator_id = calibrator_id
@@ -76,6 +79,8 @@ class CalibrateStage:
         self.evidence_facts = evidence_facts
         self.evidence_window = evidence_window
         self.scorecard_steps = scorecard_steps
+        self.truth_source = truth_source
+        self.step_minutes = step_minutes
         self.duplicates = 0
 
     # -- forecasts ---------------------------------------------------------------------------
@@ -166,7 +171,8 @@ class CalibrateStage:
             if step >= steps[-1]:
                 break
             forecasts = [_forecast_meta(row) for row in self.ledger.of_step(step)]
-            card = step_card(step, forecasts, self.store.snapshot(step))
+            truth = self._true_distribution if self.truth_source is not None else None
+            card = step_card(step, forecasts, self.store.snapshot(step), truth)
             seq = self.ledger.record_scorecard(
                 step, lambda _seq, c=card: msgpack.packb(c, use_bin_type=True)
             )
@@ -174,6 +180,22 @@ class CalibrateStage:
                 cards.append(card)
                 self._publish_scorecard(seq, card)
         return cards
+
+    def _true_distribution(self, meta: dict[str, Any]) -> dict[int, float] | None:
+        """The simulated world's exact distribution of this forecast's object, by entity id."""
+        entities, relations = self.store.entities, self.store.relations
+        query = meta["query"]
+        try:
+            subject, relation = entities.key(query["subject"]), relations.key(query["relation"])
+        except (IndexError, KeyError):
+            return None
+        by_key = sim_truth.distribution(
+            self.truth_source, int(meta["step"]), self.step_minutes, subject, relation
+        )
+        if by_key is None:
+            return None
+        ids = entities.ids([k for k in by_key if k in entities])
+        return {int(i): by_key[entities.key(int(i))] for i in ids}
 
     def _publish_scorecard(self, seq: int, card: dict[str, Any]) -> None:
         window = [
@@ -239,7 +261,17 @@ def build_stage(config: Config, send: Send) -> CalibrateStage:
         evidence_facts=settings.evidence_facts,
         evidence_window=settings.evidence_window,
         scorecard_steps=settings.scorecard_steps,
+        truth_source=_truth_source(config),
+        step_minutes=config.ingest.mapping.step_minutes,
     )
+
+
+def _truth_source(config: Config) -> Path | None:
+    """The simulator's output folder when ingest reads one (it holds the exact truth)."""
+    source = config.ingest.source
+    if source is not None and (Path(source) / sim_truth.TRUTH_DIR).is_dir():
+        return Path(source)
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -143,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=ARTIFACT",
         help="an ablation row (K=10 only)",
     )
+    parser.add_argument(
+        "--live-method",
+        action="append",
+        metavar="NAME",
+        help="only these methods re-rank the live export (repeatable; default: every method)",
+    )
     parser.add_argument("--n", type=int, default=2000, help="questions in the seeded sample")
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 6, 10], help="option counts")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and option orders")
@@ -244,7 +250,7 @@ def evaluate(
                 args.reports,
                 notes=f"validation sample of {checked.manifest['train']['settings']['valid_questions']} questions",
             )
-        if live is not None and name in methods:
+        if live is not None and name in methods and name in (args.live_method or methods):
             lines += _live(
                 export_name=dataset,
                 live=live,

@@ -207,3 +207,38 @@ def test_forecasts_carry_dated_evidence_and_resolve_against_the_step(tmp_path: P
     assert rolled["nll"] == pytest.approx(-np.log(p[truth]))
     assert stage.resolve_final_steps() == []  # resolved once
     assert msgpack.unpackb(stage.ledger.scorecards(5)[0][2])["step"] == 3
+
+
+def test_a_forecast_is_compared_with_the_simulated_worlds_exact_distribution(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from services.calibrate.resolution import against_truth, rolling, step_card
+    from shared.sim_truth import TRUTH_SCHEMA, distribution, truth_file
+
+    meta = {
+        "query": {"subject": 1, "relation": 0},
+        "candidates": [{"id": 5, "p": 0.5}, {"id": 6, "p": 0.3}],
+        "other": 0.2,
+    }
+    # the world: 0.6 for 5, 0.2 for 6, 0.2 for objects that were not candidates
+    mae, kl = against_truth(meta, {5: 0.6, 6: 0.2})
+    assert mae == pytest.approx((0.1 + 0.1 + 0.0) / 3)
+    assert kl == pytest.approx(0.6 * np.log(0.6 / 0.5) + 0.2 * np.log(0.2 / 0.3))
+    card = step_card(7, [meta], np.array([[1, 0, 6]]), lambda m: {5: 0.6, 6: 0.2})
+    assert rolling([card])["truth_mae"] == pytest.approx(mae)
+
+    # the simulator's file for store step t (15-minute steps from the epoch)
+    t = int(datetime(2024, 1, 1, 0, 15, tzinfo=UTC).timestamp()) // 900
+    path = truth_file(tmp_path, datetime(2024, 1, 1, 0, 15, tzinfo=UTC))
+    path.parent.mkdir(parents=True)
+    pl.DataFrame(
+        {"t": [1, 1], "subject": ["USA", "USA"], "relation": ["04", "04"],
+         "object": ["CHN", "RUS"], "prob": [0.7, 0.3]},
+        schema=TRUTH_SCHEMA,
+    ).write_parquet(path)  # fmt: skip
+    assert distribution(tmp_path, t, 15, "USA", "04") == {"CHN": 0.7, "RUS": 0.3}
+    assert distribution(tmp_path, t, 15, "USA", "05") == {}
+    assert distribution(tmp_path, t + 1, 15, "USA", "04") is None  # no file for that slot
+    assert distribution(tmp_path, t, 1440, "USA", "04") is None  # steps are not slots

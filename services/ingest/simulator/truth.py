@@ -13,6 +13,7 @@ the world's state at the end of slot ``t-1``. Objects with zero probability (the
 are left out; the rest sum to 1 per ``(t, subject, relation)``. The relation level is the root
 code because tension steers roots; the leaf code inside a root is independent of the object.
 
+The layout is shared.sim_truth's (its readers, the calibrate stage among them, live there).
 Parquet (zstd, no statistics) is written by polars and is byte-stable for a given polars version;
 never pickle. ``world.json`` records the seed, parameters, run layout and every actor with its
 birth slot so that a run can be described and reproduced.
@@ -30,17 +31,8 @@ import numpy as np
 import polars as pl
 
 from services.ingest.simulator.world import ROOT_CODES, Actor, StepTruth, WorldParams
+from shared.sim_truth import TRUTH_DIR, TRUTH_SCHEMA
 
-TRUTH_SCHEMA: dict[str, pl.DataType] = {
-    "t": pl.Int64(),
-    "subject": pl.String(),
-    "relation": pl.String(),
-    "object": pl.String(),
-    "prob": pl.Float64(),
-}
-"""Columns and types of every truth file."""
-
-TRUTH_DIR = "truth"
 WORLD_MANIFEST = "world.json"
 MANIFEST_VERSION = 1
 
