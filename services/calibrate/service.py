@@ -7,12 +7,14 @@ its sequence number in the ledger, publish it, mark it sent, and send ``done(id)
 SCORES id the ledger knows is not published again; ``done`` is sent again so ingest stops
 re-sending. On start the unsent rows of a crash are re-published with their own sequence numbers.
 Every heartbeat publishes ``hugz`` (the last sequence) and resolves the steps whose events have
-arrived, publishing one scorecard per step and the rolling scorecard.
+arrived, publishing one scorecard per step with the rolling one (also written to
+RUN_DIR/calibrate/DATASET/scorecard.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,7 @@ from services.calibrate.publisher import HUGZ, SCORECARD, Publisher, SnapshotSer
 from services.calibrate.resolution import rolling, step_card
 from shared import facts as shared_facts
 from shared import sim_truth
+from shared.atomic import atomic_write_text
 from shared.calendar import step_date
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
@@ -68,6 +71,7 @@ class CalibrateStage:
         scorecard_steps: int = 20,
         truth_source: Path | None = None,
         step_minutes: int = 15,
+        scorecard_file: Path | None = None,
     ) -> None:
         self.calibration = calibration
         self.calibrator_id = calibrator_id
@@ -81,6 +85,7 @@ class CalibrateStage:
         self.scorecard_steps = scorecard_steps
         self.truth_source = truth_source
         self.step_minutes = step_minutes
+        self.scorecard_file = scorecard_file
         self.duplicates = 0
 
     # -- forecasts ---------------------------------------------------------------------------
@@ -210,6 +215,8 @@ class CalibrateStage:
             meta={"seq": seq, "step": card["step"], "this_step": last, "rolling": summary},
         )
         self.send(wire_parts(SCORECARD, message, self.limits))
+        if self.scorecard_file is not None:
+            atomic_write_text(self.scorecard_file, json.dumps(message.meta, indent=2) + "\n")
         log.info(
             "step_resolved", step=card["step"], **{k: v for k, v in last.items() if k != "steps"}
         )
@@ -263,6 +270,7 @@ def build_stage(config: Config, send: Send) -> CalibrateStage:
         scorecard_steps=settings.scorecard_steps,
         truth_source=_truth_source(config),
         step_minutes=config.ingest.mapping.step_minutes,
+        scorecard_file=ledger_path(config).with_name("scorecard.json"),
     )
 
 

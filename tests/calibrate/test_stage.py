@@ -4,6 +4,7 @@ and a bad SCORES message dead-lettered while the stage keeps serving."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import msgpack
@@ -38,6 +39,7 @@ def stage_with(
         Limits(),
         store,
         evidence_facts=2,
+        scorecard_file=tmp_path / "scorecard.json",
     )
 
 
@@ -205,6 +207,7 @@ def test_forecasts_carry_dated_evidence_and_resolve_against_the_step(tmp_path: P
     assert rolled["n"] == 1 and rolled["acc@1"] == 0.0 and rolled["recall@K"] == 1.0
     assert rolled["brier"] == pytest.approx(float(((p - onehot) ** 2).sum()))
     assert rolled["nll"] == pytest.approx(-np.log(p[truth]))
+    assert json.loads((tmp_path / "scorecard.json").read_text())["rolling"] == rolled
     assert stage.resolve_final_steps() == []  # resolved once
     assert msgpack.unpackb(stage.ledger.scorecards(5)[0][2])["step"] == 3
 
