@@ -11,6 +11,8 @@ frames in this order::
     query       [d]        the decoder's query vector for (s, r): scores == query @ tanh(newest)^T,
                            where newest = candidates[:, -1], so the LLM can compare it with each
                            option itself
+    recurrency  [K]        optional, last: the tuned recurrency baseline's scores of the
+                           candidates (the live graph stage sends it; the calibrator stacks it)
 
 and the candidates' entity ids in the header's ``meta["candidates"]`` (K integers). Both stages
 build and read frames through this module only, so a change of layout is a change here.
@@ -23,8 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-#: Frame names in wire order.
+#: Frame names in wire order (the five every query carries), and the optional last one.
 FRAME_NAMES = ("subject", "relation", "candidates", "scores", "query")
+OPTIONAL_FRAME = "recurrency"
 
 
 class FrameLayoutError(ValueError):
@@ -54,9 +57,10 @@ def check_frames(
 ) -> QueryFrames:
     """The frames as :class:`QueryFrames`, refused unless every shape agrees with the others and
     with ``steps`` (T) and ``dim`` (d) when given. Finiteness and dtype are the codec's checks."""
-    if len(frames) != len(FRAME_NAMES):
+    if len(frames) not in (len(FRAME_NAMES), len(FRAME_NAMES) + 1):
         raise FrameLayoutError(
-            f"a query carries {len(FRAME_NAMES)} frames {FRAME_NAMES}, got {len(frames)}"
+            f"a query carries {len(FRAME_NAMES)} frames {FRAME_NAMES} and optionally "
+            f"{OPTIONAL_FRAME!r}, got {len(frames)}"
         )
     subject = frames[0]
     if subject.ndim != 2:
@@ -68,11 +72,20 @@ def check_frames(
         raise FrameLayoutError(f"frame 'subject' has d={d}, the model expects graph dim d={dim}")
     k = frames[2].shape[0] if frames[2].ndim == 3 else -1
     expected = {"relation": (d,), "candidates": (k, t, d), "scores": (k,), "query": (d,)}
-    for name, frame in zip(FRAME_NAMES[1:], frames[1:], strict=True):
+    for name, frame in zip(FRAME_NAMES[1:], frames[1 : len(FRAME_NAMES)], strict=True):
         if tuple(frame.shape) != expected[name] or k < 1:
             want = [("K" if v == -1 else v) for v in expected[name]]
             raise FrameLayoutError(f"frame {name!r} must be {want}, got {list(frame.shape)}")
-    return QueryFrames(*frames)
+    if len(frames) > len(FRAME_NAMES) and tuple(frames[-1].shape) != (k,):
+        raise FrameLayoutError(
+            f"frame {OPTIONAL_FRAME!r} must be ['K'] (K={k}), got {list(frames[-1].shape)}"
+        )
+    return QueryFrames(*frames[: len(FRAME_NAMES)])
+
+
+def recurrency_scores(frames: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The optional recurrency frame of checked query frames, or None when it was not sent."""
+    return frames[len(FRAME_NAMES)] if len(frames) > len(FRAME_NAMES) else None
 
 
 def candidate_ids(meta: Mapping[str, Any], k: int) -> np.ndarray:

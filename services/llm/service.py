@@ -4,8 +4,9 @@ A thin loop (shared.runtime) around :class:`LlmStage`. Each EMBEDDINGS message i
 against the per-query layout (shared.graph_frames) and the artifact's dims, turned into a
 question whose options are shown in an order seeded by the message id (so a re-sent query gets
 the same answer: invariant 1), and scored with whatever else has arrived. The SCORES reply holds
-two float32 frames ``[K]`` **in the candidates' order** (not letter order): the letter logits and
-the graph's own scores (the calibrator stacks both), and keeps the query's meta (candidate ids,
+float32 frames ``[K]`` **in the candidates' order** (not letter order): the letter logits, the
+graph's own scores and, when the graph stage sent them, the recurrency baseline's (the calibrator
+stacks them), and keeps the query's meta (candidate ids,
 graph artifact, data cut-off) with the llm artifact id added: the forecast's lineage. The names
 and date the LLM read, and the calendar of the steps, go along for the forecast's text.
 
@@ -29,7 +30,7 @@ from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from shared.graph_frames import candidate_ids, check_frames
+from shared.graph_frames import candidate_ids, check_frames, recurrency_scores
 from shared.log import configure_logging, get_logger
 from shared.protocol import Message, MessageType, new_message
 from shared.runtime import Route, StageRuntime
@@ -112,18 +113,21 @@ class LlmStage:
         names = [""] * len(order)
         for letter, position in enumerate(order):
             names[position] = text.options[letter]
+        recurrency = recurrency_scores(message.frames)
         return new_message(
             MessageType.SCORES,
             message.id,
             [
                 np.ascontiguousarray(in_candidate_order, dtype=np.float32),
                 np.ascontiguousarray(message.frames[3], dtype=np.float32),
+                *([] if recurrency is None else [np.ascontiguousarray(recurrency, np.float32)]),
             ],
             trace_id=message.trace_id,
             meta={
                 **message.meta,
                 "llm_artifact": self.artifact_id,
-                "frames": ["llm_scores", "graph_scores"],
+                "frames": ["llm_scores", "graph_scores"]
+                + ([] if recurrency is None else ["recurrency_scores"]),
                 # the words the LLM read, for the forecast a person reads
                 "names": {"subject": text.subject, "relation": text.relation, "candidates": names},
                 "date": text.date,

@@ -140,6 +140,19 @@ def test_the_stage_answers_embeddings_with_scores_in_candidate_order(
         assert names["candidates"] == [vocab.entity(c) for c in message.meta["candidates"]]
         assert names["subject"] == vocab.entity(message.meta["subject"])
         assert reply.meta["date"] == vocab.date(message.meta["step"])
+    # the graph stage's optional recurrency frame is passed on as the third SCORES frame
+    with_recurrency = embeddings_message(tiny_export, 0, "TINY/q0")
+    recurrency = np.linspace(0.0, 1.0, K, dtype=np.float32)
+    with_recurrency = new_message(
+        MessageType.EMBEDDINGS,
+        "TINY/q0",  # the same id: the same option order, so the same logits
+        [*with_recurrency.frames, recurrency],
+        meta=with_recurrency.meta,
+    )
+    reply = stage.handle("embeddings", with_recurrency)[0][1]
+    np.testing.assert_array_equal(reply.frames[2], recurrency)
+    assert reply.meta["frames"] == ["llm_scores", "graph_scores", "recurrency_scores"]
+    np.testing.assert_allclose(reply.frames[0], routes[0][1].frames[0], rtol=1e-4, atol=1e-5)
     # deterministic: a re-sent id gets the same scores; alone it scores as inside the batch
     again = stage.handle("embeddings", messages[1])[0][1]
     np.testing.assert_allclose(again.frames[0], routes[1][1].frames[0], rtol=1e-4, atol=1e-5)
