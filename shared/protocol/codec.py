@@ -41,11 +41,21 @@ class MessageType(StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Receive limits; checked before anything large is touched."""
+    """Receive limits; checked before anything large is touched.
+
+    ``max_dims`` bounds a frame's rank well below numpy's own limit (64), so a hostile shape is
+    refused by a typed error here and never reaches numpy.
+    """
 
     max_header_bytes: int = 64 * 1024
     max_message_bytes: int = 256 * 1024 * 1024
     max_frames: int = 64
+    max_dims: int = 8
+
+    @property
+    def max_elements(self) -> int:
+        """The most float32 values one frame can hold within ``max_message_bytes``."""
+        return self.max_message_bytes // _F32.itemsize
 
 
 DEFAULT_LIMITS = Limits()
@@ -129,18 +139,70 @@ def as_buffer(part: Any) -> memoryview:
     return memoryview(buf if buf is not None else part).cast("B")
 
 
+def _refuse_ext(code: int, _data: bytes) -> Any:
+    """msgpack ``ext_hook``: extension types carry arbitrary payloads, so a header has none."""
+    raise errors.HeaderDecodeError(
+        f"header holds msgpack extension type {code}; only plain msgpack values are allowed"
+    )
+
+
 def _unpack_header(raw: memoryview, limits: Limits) -> dict[str, Any]:
     if raw.nbytes > limits.max_header_bytes:
         raise errors.HeaderTooLargeError(
             f"header is {raw.nbytes} bytes, limit {limits.max_header_bytes}"
         )
     try:
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        header = msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext
+        )
+    except errors.ProtocolError:
+        raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise errors.HeaderDecodeError(f"header is not valid msgpack: {exc}") from exc
     if not isinstance(header, dict):
         raise errors.HeaderDecodeError(f"header is a msgpack {type(header).__name__}, not a map")
+    _check_plain(header)
     return header
+
+
+_PLAIN_LEAVES = (str, int, float, bool, bytes, type(None))
+# Where a value sits in the header, as (parent trail, ".key" or "[i]"); joined only for an error,
+# so the walk stays linear in the header's size however deep it nests.
+Trail = tuple["Trail", str] | None
+
+
+def _check_plain(header: dict[str, Any]) -> None:
+    """Refuse any value that is not a plain msgpack value, and any map key that is not a str.
+
+    msgpack decodes its Timestamp extension itself, without calling ``ext_hook``, so it is
+    caught here; bytes keys pass msgpack's ``strict_map_key`` but the protocol's maps are
+    str-keyed. The walk is iterative so a deeply nested header cannot exhaust the stack.
+    """
+    pending: list[tuple[Any, Trail]] = [(header, None)]
+    while pending:
+        value, trail = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise errors.HeaderSchemaError(
+                        f"{_where(trail)} has a non-str key {key!r:.80}", header
+                    )
+                pending.append((item, (trail, f".{key}")))
+        elif isinstance(value, list):
+            pending.extend((item, (trail, f"[{i}]")) for i, item in enumerate(value))
+        elif not isinstance(value, _PLAIN_LEAVES):
+            raise errors.HeaderSchemaError(
+                f"{_where(trail)} is a msgpack {type(value).__name__}; only plain values allowed",
+                header,
+            )
+
+
+def _where(trail: Trail) -> str:
+    labels = []
+    while trail is not None:
+        trail, label = trail
+        labels.append(label)
+    return ("header" + "".join(reversed(labels)))[:200]
 
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {
@@ -151,9 +213,19 @@ _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "frames": list,
     "meta": dict,
 }
+_HEADER_KEYS = frozenset({"v", *_SCHEMA})
+_FRAME_KEYS = frozenset({"dtype", "shape"})
+# Creation times are Unix seconds up to the last second datetime can represent (9999-12-31),
+# so every reader can turn one into a date; anything outside is a forged or corrupt value.
+MAX_TS = 253_402_300_799.0
 
 
 def _check_schema(header: dict[str, Any]) -> None:
+    unknown = sorted(set(header) - _HEADER_KEYS)
+    if unknown:
+        raise errors.HeaderSchemaError(
+            f"unknown header field(s) {unknown!r:.200}; allowed {sorted(_HEADER_KEYS)}", header
+        )
     version = header.get("v")
     if not isinstance(version, int) or isinstance(version, bool):
         raise errors.HeaderSchemaError(f"header field 'v' must be an int, got {version!r}", header)
@@ -164,10 +236,17 @@ def _check_schema(header: dict[str, Any]) -> None:
     for key, kind in _SCHEMA.items():
         if not isinstance(header.get(key), kind):
             raise errors.HeaderSchemaError(
-                f"header field {key!r} must be {kind}, got {header.get(key)!r}", header
+                f"header field {key!r} must be {kind}, got {header.get(key)!r:.80}", header
             )
-    if not math.isfinite(header["ts"]):
-        raise errors.HeaderSchemaError(f"header field 'ts' is not finite: {header['ts']}", header)
+    _check_ts(header)
+
+
+def _check_ts(header: dict[str, Any]) -> None:
+    ts = header["ts"]
+    if isinstance(ts, bool) or not 0 <= ts <= MAX_TS:  # NaN fails every comparison
+        raise errors.HeaderSchemaError(
+            f"header field 'ts' must be Unix seconds in [0, {MAX_TS:.0f}], got {ts!r}", header
+        )
 
 
 def _message_type(header: dict[str, Any], accept: frozenset[MessageType] | None) -> MessageType:
@@ -183,19 +262,50 @@ def _message_type(header: dict[str, Any], accept: frozenset[MessageType] | None)
     return kind
 
 
-def _frame_shape(desc: Any, index: int, header: dict[str, Any]) -> tuple[int, ...]:
-    if not isinstance(desc, dict) or "dtype" not in desc or "shape" not in desc:
-        raise errors.HeaderSchemaError(f"frame {index} descriptor malformed: {desc!r}", header)
+def _frame_shape(desc: Any, index: int, header: dict[str, Any], limits: Limits) -> tuple[int, ...]:
+    if not isinstance(desc, dict) or set(desc) != _FRAME_KEYS:
+        raise errors.HeaderSchemaError(
+            f"frame {index} descriptor must have exactly {sorted(_FRAME_KEYS)}: {desc!r:.200}",
+            header,
+        )
     if desc["dtype"] != FRAME_DTYPE:
         raise errors.DtypeError(
-            f"frame {index} declared dtype {desc['dtype']!r}, expected {FRAME_DTYPE!r}", header
+            f"frame {index} declared dtype {desc['dtype']!r:.80}, expected {FRAME_DTYPE!r}",
+            header,
         )
     shape = desc["shape"]
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise errors.HeaderSchemaError(f"frame {index} shape malformed: {shape!r}", header)
+        raise errors.HeaderSchemaError(f"frame {index} shape malformed: {shape!r:.200}", header)
+    _check_shape_bounds(shape, index, header, limits)
     return tuple(shape)
+
+
+def _check_shape_bounds(
+    shape: list[int], index: int, header: dict[str, Any], limits: Limits
+) -> None:
+    """Refuse a rank or a dimension no frame within the limits can have, before numpy sees it.
+
+    A zero dimension counts as one: numpy refuses ``[0, 2**63]`` although it holds no element,
+    so each dimension must fit within ``max_elements`` both alone and times the ones before it.
+    The running product is a Python int and stops at the first dimension past the limit, so
+    nothing overflows and no shape costs more than ``max_dims`` steps.
+    """
+    if len(shape) > limits.max_dims:
+        raise errors.ShapeLimitError(
+            f"frame {index} has {len(shape)} dimensions, limit {limits.max_dims}", header
+        )
+    extent = 1
+    for axis, size in enumerate(shape):
+        extent *= max(size, 1)
+        if extent > limits.max_elements:
+            raise errors.ShapeLimitError(
+                f"frame {index} dimension {axis} (size {size}) takes shape {shape} past "
+                f"{limits.max_elements} elements, the most a {limits.max_message_bytes}-byte "
+                "message holds",
+                header,
+            )
 
 
 def _check_frame(buf: memoryview, shape: tuple[int, ...], index: int, header: dict) -> np.ndarray:
@@ -240,7 +350,7 @@ def decode(
         raise errors.MessageTooLargeError(
             f"frames total {total} bytes, limit {limits.max_message_bytes}", header
         )
-    shapes = [_frame_shape(d, i, header) for i, d in enumerate(descs)]
+    shapes = [_frame_shape(d, i, header, limits) for i, d in enumerate(descs)]
     frames = tuple(
         _check_frame(b, s, i, header) for i, (b, s) in enumerate(zip(buffers, shapes, strict=True))
     )

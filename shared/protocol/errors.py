@@ -1,7 +1,9 @@
-"""One error type per way a received message can be refused.
+"""One error type per way a received message can be refused, or the stage can fail on one.
 
-Each carries a short ``reason`` code: it labels the rejection counter, names the dead-letter
-record and lets tests tell the failures apart without parsing messages.
+The stage-side failures (handler, tick, send) share the base class so one dead-letter writer,
+one rejection counter and one log event cover every way work can go missing. Each carries a
+short ``reason`` code: it labels the rejection counter, names the dead-letter record and lets
+tests tell the failures apart without parsing messages.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class ShapeMismatchError(ProtocolError):
     reason = "shape_mismatch"
 
 
+class ShapeLimitError(ProtocolError):
+    """A frame declares more dimensions, or more elements, than any frame within the limits."""
+
+    reason = "shape_limit"
+
+
 class NonFiniteError(ProtocolError):
     """A frame holds NaN or an infinity."""
 
@@ -84,6 +92,25 @@ class HandlerError(ProtocolError):
     """A well-formed message made the stage's handler raise; dead-lettered like a refusal."""
 
     reason = "handler_error"
+
+
+class DecoderBugError(ProtocolError):
+    """``decode`` raised something other than a ProtocolError: a bug, refused like bad input."""
+
+    reason = "decoder_bug"
+
+
+class TickError(ProtocolError):
+    """The stage's periodic tick raised; recorded so a failing tick is visible, not fatal."""
+
+    reason = "tick_error"
+
+
+class SendError(ProtocolError):
+    """A message the stage produced could not be sent (encode refused it, no such socket, a
+    socket error); it is dropped from the outbox and dead-lettered instead of stopping the loop."""
+
+    reason = "send_failed"
 
 
 # The errors ``decode`` raises, one per check.
@@ -97,5 +124,6 @@ DECODE_ERRORS: tuple[type[ProtocolError], ...] = (
     MessageTooLargeError,
     DtypeError,
     ShapeMismatchError,
+    ShapeLimitError,
     NonFiniteError,
 )

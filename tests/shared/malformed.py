@@ -28,6 +28,13 @@ def _with_header(**changes: object) -> Parts:
     return [msgpack.packb(header), *parts[1:]]
 
 
+def _shaped(shape: list[int], nbytes: int) -> Parts:
+    """A message whose one frame declares ``shape`` and carries ``nbytes`` bytes."""
+    header = msgpack.unpackb(good("bad")[0])
+    header["frames"] = [{"dtype": "<f4", "shape": shape}]
+    return [msgpack.packb(header), b"\0" * nbytes]
+
+
 def _frame_values(value: float) -> Parts:
     frame = np.arange(8, dtype=np.float32)
     frame[3] = value
@@ -60,4 +67,26 @@ CORPUS: dict[str, tuple[Callable[[], Parts], type[e.ProtocolError]]] = {
         lambda: _with_header(frames=[{"dtype": "<f4", "shape": [-8]}]),
         e.HeaderSchemaError,
     ),
+    # numpy itself refuses these shapes with a plain ValueError: the codec must get there first
+    "rank_65": (lambda: _shaped([1] * 65, 4), e.ShapeLimitError),
+    "rank_9": (lambda: _shaped([1] * 9, 4), e.ShapeLimitError),
+    "zero_by_huge": (lambda: _shaped([0, 2**63], 0), e.ShapeLimitError),
+    "huge_by_huge": (lambda: _shaped([2**32, 2**32], 16), e.ShapeLimitError),
+    "ts_bool": (lambda: _with_header(ts=True), e.HeaderSchemaError),
+    "ts_past_year_9999": (lambda: _with_header(ts=2**64 - 1), e.HeaderSchemaError),
+    "ts_negative": (lambda: _with_header(ts=-1.0), e.HeaderSchemaError),
+    "unknown_header_key": (lambda: _with_header(extra="x"), e.HeaderSchemaError),
+    "unknown_frame_key": (
+        lambda: _with_header(frames=[{"dtype": "<f4", "shape": [8], "stride": 4}]),
+        e.HeaderSchemaError,
+    ),
+    "ext_type_in_meta": (
+        lambda: _with_header(meta={"x": [msgpack.ExtType(42, b"payload")]}),
+        e.HeaderDecodeError,
+    ),
+    "timestamp_in_meta": (
+        lambda: _with_header(meta={"when": msgpack.Timestamp(1, 0)}),
+        e.HeaderSchemaError,
+    ),
+    "bytes_key_in_meta": (lambda: _with_header(meta={b"k": 1}), e.HeaderSchemaError),
 }

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.protocol import Limits, MessageType, decode, encode, new_message
+from shared.protocol.errors import ShapeLimitError
 
 finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
@@ -88,3 +89,24 @@ def test_header_layout_is_the_documented_one():
         "frames": [{"dtype": "<f4", "shape": [2, 3]}],
         "meta": {"k": 1},
     }
+
+
+def _one_frame(shape: list[int], nbytes: int) -> list[bytes]:
+    parts = encode(new_message(MessageType.SCORES, "q", [np.ones(1, np.float32)]))
+    header = msgpack.unpackb(parts[0])
+    header["frames"] = [{"dtype": "<f4", "shape": shape}]
+    return [msgpack.packb(header), b"\0" * nbytes]
+
+
+def test_rank_limit_comes_from_limits_and_names_the_frame():
+    parts = _one_frame([2, 2, 2], 32)
+    assert decode(parts).frames[0].shape == (2, 2, 2)
+    with pytest.raises(ShapeLimitError, match="frame 0 has 3 dimensions, limit 2"):
+        decode(parts, Limits(max_dims=2))
+
+
+def test_a_dimension_no_message_can_fill_is_refused_even_next_to_a_zero():
+    with pytest.raises(ShapeLimitError, match=r"dimension 1 \(size 1099511627776\).*1024 elements"):
+        decode(_one_frame([0, 2**40], 0), Limits(max_message_bytes=4096))
+    empty = decode(_one_frame([0, 1024], 0), Limits(max_message_bytes=4096)).frames[0]
+    assert empty.shape == (0, 1024)
