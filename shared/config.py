@@ -55,11 +55,22 @@ class LoggingConfig(_Section):
 
 
 class ProtocolConfig(_Section):
-    """Receive limits for the wire protocol (see shared.protocol.codec.Limits)."""
+    """Receive limits for the wire protocol (see shared.protocol.codec.Limits) and the size of
+    each stage's dead-letter file.
+
+    ``max_message_bytes`` also becomes each receiving socket's ZMQ_MAXMSGSIZE, so an oversized
+    part is refused by ZeroMQ before it is held in memory. ``max_dims`` stays at or below 32,
+    half of numpy's own rank limit. A dead-letter file past ``dead_letter_max_bytes`` is
+    rotated (``NAME.jsonl.1`` the newest), keeping ``dead_letter_keep`` rotated files, so a
+    stream of bad input cannot fill the disk.
+    """
 
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
     max_message_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_frames: int = Field(default=64, gt=0)
+    max_dims: int = Field(default=8, gt=0, le=32)
+    dead_letter_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    dead_letter_keep: int = Field(default=3, ge=1)
 
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -75,7 +86,14 @@ def _is_loopback(host: str) -> bool:
 
 
 class SocketConfig(_Section):
-    """One ZeroMQ socket of a stage: its pattern, endpoint and whether it binds or connects."""
+    """One ZeroMQ socket of a stage: its pattern, endpoint and whether it binds or connects.
+
+    An ``ipc://`` endpoint must name a file: the socket file's permissions are what keeps
+    other local users out, and Linux's abstract names (``ipc://@name``) and ZeroMQ's wildcard
+    (``ipc://*``, a random file under /tmp) have none. :class:`Config` checks that the file
+    lies inside the run directory. ``hwm`` counts whole messages, not bytes (ZeroMQ's
+    SNDHWM/RCVHWM); what bounds bytes is ``protocol.max_message_bytes`` (see shared.sockets).
+    """
 
     pattern: Literal["push", "pull", "pub", "sub", "req", "rep"]
     endpoint: str
@@ -94,7 +112,18 @@ class SocketConfig(_Section):
                     f"endpoint {self.endpoint!r} is not loopback; multi-host deployment needs "
                     "CurveZMQ authentication, which this build does not offer yet"
                 )
+        if scheme == "ipc" and (not rest or rest.startswith("@") or rest == "*"):
+            raise ValueError(
+                f"endpoint {self.endpoint!r} is not a file path; an ipc:// socket must be a "
+                "file inside the run directory so its permissions keep other users out"
+            )
         return self
+
+    @property
+    def ipc_path(self) -> Path | None:
+        """The socket file of an ``ipc://`` endpoint, None for other transports."""
+        scheme, _, rest = self.endpoint.partition("://")
+        return Path(rest) if scheme == "ipc" else None
 
 
 class StageConfig(_Section):
@@ -328,6 +357,19 @@ class Config(_Section):
     calibrate: CalibrateConfig = CalibrateConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _ipc_inside_run_dir(self) -> Config:
+        """Keep every ipc:// socket file under the run directory, which the pipeline owns."""
+        run_dir = self.paths.run_dir.resolve()
+        for key, socket in _sockets(self):
+            path = socket.ipc_path
+            if path is not None and not path.resolve().is_relative_to(run_dir):
+                raise ValueError(
+                    f"{key}.endpoint {socket.endpoint!r} is outside the run directory "
+                    f"{str(run_dir)!r}; put ipc:// socket files under paths.run_dir"
+                )
+        return self
+
     def stage(self, name: str) -> StageConfig:
         """The named stage's config, or a clear error listing the stages this file defines."""
         if name not in self.stages:
@@ -414,6 +456,21 @@ class Config(_Section):
         return self.paths.run_dir / "quarantine" / self.ingest.dataset
 
 
+def _sockets(section: BaseModel, prefix: str = "") -> list[tuple[str, SocketConfig]]:
+    """Every socket a config section holds, with its dotted key, however deep it sits."""
+    found: list[tuple[str, SocketConfig]] = []
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, item in items:
+            key = f"{prefix}{name}" if sub is None else f"{prefix}{name}.{sub}"
+            if isinstance(item, SocketConfig):
+                found.append((key, item))
+            elif isinstance(item, BaseModel):
+                found.extend(_sockets(item, f"{key}."))
+    return found
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<top level>"
 
@@ -424,6 +481,8 @@ def _describe(path: Path, exc: ValidationError) -> str:
         loc = tuple(p for p in err["loc"] if p not in {"function-after[_loopback_only()]"})
         if err["type"] == "missing":
             lines.append(f"  key '{_dotted(loc)}': required, missing")
+        elif not loc:  # a check across sections names its own keys; the input is the file
+            lines.append(f"  {err.get('ctx', {}).get('error', err['msg'])}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"  key '{_dotted(loc)}': unknown key (value {err['input']!r})")
         else:

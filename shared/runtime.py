@@ -4,9 +4,15 @@ A handler is a plain function ``handler(socket_name, message) -> [(out_socket, m
 that can be unit-tested without sockets. A stage that gains from batching (the LLM scores many
 questions in one forward pass) also passes ``batch_handler(socket_name, messages)``: the loop then
 takes up to ``batch_size`` messages that are already waiting and hands them over together; if the
-batch fails, each message goes through ``handler`` alone, so only the bad one is dead-lettered. The loop owns everything else: checked decoding,
-dead letters for refused messages, counters on a Prometheus endpoint, periodic heartbeats and
-ticks, and a graceful SIGTERM (stop taking work, finish the message in hand, exit 0).
+batch fails, each message goes through ``handler`` alone, so only the bad one is dead-lettered.
+The loop owns everything else: checked decoding, dead letters, counters on a Prometheus
+endpoint, periodic heartbeats and ticks, and a graceful SIGTERM (stop taking work, finish the
+message in hand, exit 0).
+
+No single input stops the loop (DESIGN.md invariant 2): a message that fails to decode, a
+handler or batch handler that raises, a tick that raises, and a produced message that cannot be
+sent (its header over the limit, a non-float frame, a route to no socket, a socket error) each
+become one counted, logged, dead-lettered event, and the loop carries on with the next one.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from shared.config import Config
 from shared.log import get_logger, trace
 from shared.metrics import StageMetrics
 from shared.protocol import DeadLetterWriter, Limits, Message, MessageType, ProtocolError, decode
-from shared.protocol.errors import HandlerError
+from shared.protocol.errors import DecoderBugError, HandlerError, SendError, TickError
 from shared.sockets import INPUT_PATTERNS, open_socket, send_message
 
 Route = tuple[str, Message]
@@ -53,10 +60,12 @@ class StageRuntime:
     ) -> None:
         self.name = name
         self.stage_cfg = config.stage(name)
+        protocol = config.protocol
         self.limits = Limits(
-            max_header_bytes=config.protocol.max_header_bytes,
-            max_message_bytes=config.protocol.max_message_bytes,
-            max_frames=config.protocol.max_frames,
+            max_header_bytes=protocol.max_header_bytes,
+            max_message_bytes=protocol.max_message_bytes,
+            max_frames=protocol.max_frames,
+            max_dims=protocol.max_dims,
         )
         self.handler = handler
         self.batch_handler = batch_handler
@@ -64,7 +73,12 @@ class StageRuntime:
         self.tick = tick
         self.accepts = dict(accepts or {})
         self.metrics = StageMetrics(name)
-        self.dead_letters = DeadLetterWriter(Path(config.dead_letter_dir) / f"{name}.jsonl", name)
+        self.dead_letters = DeadLetterWriter(
+            Path(config.dead_letter_dir) / f"{name}.jsonl",
+            name,
+            max_bytes=protocol.dead_letter_max_bytes,
+            keep=protocol.dead_letter_keep,
+        )
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
         self.sockets: dict[str, zmq.Socket] = {}
@@ -101,7 +115,7 @@ class StageRuntime:
 
     def _open(self) -> None:
         for key, cfg in self.stage_cfg.sockets.items():
-            self.sockets[key] = open_socket(self._ctx, cfg, self.stage_cfg.heartbeat_s)
+            self.sockets[key] = open_socket(self._ctx, cfg, self.stage_cfg.heartbeat_s, self.limits)
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -130,8 +144,19 @@ class StageRuntime:
 
     def _heartbeat(self, now: float) -> None:
         self.metrics.heartbeat()
-        if self.tick is not None:
-            self._send_all(self.tick(now))
+        self._send_all(self.run_tick(now))
+
+    def run_tick(self, now: float) -> list[Route]:
+        """The tick's messages; never raises. A raising tick is counted, logged and
+        dead-lettered, and the next heartbeat calls it again (its work is durable elsewhere)."""
+        if self.tick is None:
+            return []
+        try:
+            return list(self.tick(now))
+        except Exception as exc:
+            log.exception("tick_failed")
+            self._reject(TickError(_describe(exc)), [])
+            return []
 
     def receive(self, socket_name: str, parts: list[Any]) -> list[Route]:
         """Check and handle one received message; returns what to send. Never raises.
@@ -143,21 +168,33 @@ class StageRuntime:
 
     def _check_and_handle(self, socket_name: str, parts: list[Any]) -> list[Route]:
         start = time.perf_counter()
-        try:
-            message = decode(parts, self.limits, self.accepts.get(socket_name))
-        except ProtocolError as err:
-            self._reject(err, parts)
+        message = self._decode(socket_name, parts)
+        if message is None:
             return []
         with trace(message.trace_id, msg_id=message.id):
             try:
                 routes = list(self.handler(socket_name, message))
             except Exception as exc:  # a handler bug must not kill the stage or lose the message
                 log.exception("handler_failed", socket=socket_name)
-                detail = f"{type(exc).__name__}: {exc}"
-                self._reject(HandlerError(detail, _header_of(message)), parts)
+                self._reject(HandlerError(_describe(exc), _header_of(message)), parts)
                 return []
         self.metrics.processed(time.perf_counter() - start)
         return routes
+
+    def _decode(self, socket_name: str, parts: list[Any]) -> Message | None:
+        """The checked message, or None once a refusal is recorded.
+
+        ``decode`` raises only ProtocolError by contract (a property test holds it to that);
+        anything else is a decoder bug, and one bad message must not turn it into a dead stage.
+        """
+        try:
+            return decode(parts, self.limits, self.accepts.get(socket_name))
+        except ProtocolError as err:
+            self._reject(err, parts)
+        except Exception as exc:
+            log.exception("decoder_bug", socket=socket_name)
+            self._reject(DecoderBugError(_describe(exc)), parts)
+        return None
 
     def receive_batch(self, socket_name: str, arrived: list[list[Any]]) -> list[Route]:
         """Check several received messages and hand the good ones to the batch handler at once.
@@ -167,10 +204,9 @@ class StageRuntime:
         good: list[tuple[list[Any], Message]] = []
         for parts in arrived:
             self.metrics.received()
-            try:
-                good.append((parts, decode(parts, self.limits, self.accepts.get(socket_name))))
-            except ProtocolError as err:
-                self._reject(err, parts)
+            message = self._decode(socket_name, parts)
+            if message is not None:
+                good.append((parts, message))
         if not good:
             return []
         start = time.perf_counter()
@@ -188,9 +224,14 @@ class StageRuntime:
         return routes
 
     def _reject(self, err: ProtocolError, parts: list[Any]) -> None:
+        """Count, dead-letter and log one failure. A dead-letter file that cannot be written (a
+        full disk) is logged, not raised: the count and the log line still record the failure."""
         self.metrics.rejected(err.reason)
-        record = self.dead_letters.write(err, parts)
         header = err.header or {}
+        try:
+            self.dead_letters.write(err, parts)
+        except OSError as exc:
+            log.error("dead_letter_write_failed", reason=err.reason, error=_describe(exc))
         log.warning(
             "message_rejected",
             reason=err.reason,
@@ -198,7 +239,6 @@ class StageRuntime:
             msg_id=header.get("id"),
             trace_id=header.get("trace"),
             dead_letter=str(self.dead_letters.path),
-            time=record["time"],
         )
 
     def _send_all(self, routes: Iterable[Route]) -> None:
@@ -208,26 +248,46 @@ class StageRuntime:
     def _flush(self) -> None:
         """Send queued messages until a socket has no ready peer; the rest wait in order.
 
-        The outbox is bounded: past ``max_outbox`` the oldest messages are dropped and
-        counted, which loses nothing durable because the journal re-sends unanswered work.
+        A message that cannot be sent at all (anything but ``zmq.Again``) would block the
+        queue for good, so it is dropped and dead-lettered with its reason. The outbox is
+        bounded: past ``max_outbox`` the oldest messages are dropped and counted. Neither loses
+        anything durable: the journal re-sends unanswered work.
         """
         while self._outbox:
             socket_name, out = self._outbox[0]
             try:
-                send_message(self.sockets[socket_name], out, self.limits, zmq.NOBLOCK)
+                send_message(self._socket(socket_name), out, self.limits, zmq.NOBLOCK)
             except zmq.Again:
                 break
+            except Exception as exc:
+                log.exception("send_failed", socket=socket_name, msg_id=out.id)
+                detail = f"sending to {socket_name!r}: {_describe(exc)}"
+                self._reject(SendError(detail, _header_of(out)), [])
             self._outbox.popleft()
         while len(self._outbox) > self.stage_cfg.max_outbox:
             _, dropped = self._outbox.popleft()
             self.metrics.rejected("outbox_full")
             log.warning("outbox_full_dropped", msg_id=dropped.id, queued=len(self._outbox))
 
+    def _socket(self, name: str) -> zmq.Socket:
+        """The socket a handler routed to, or an error naming the route and the real sockets."""
+        if name not in self.sockets:
+            raise LookupError(f"no socket {name!r} in stage {self.name!r} ({sorted(self.sockets)})")
+        return self.sockets[name]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
 
 def _header_of(message: Message) -> dict[str, Any]:
+    """What the dead-letter record keeps of a message: never its meta, which may be the
+    reason it failed (too large), and no assumption that a handler's frames are arrays."""
     return {
         "id": message.id,
         "trace": message.trace_id,
         "type": str(message.type),
-        "frames": [list(f.shape) for f in message.frames],
+        "frames": [
+            list(f.shape) if isinstance(f, np.ndarray) else type(f).__name__ for f in message.frames
+        ],
     }

@@ -6,6 +6,8 @@ retry/heartbeat logic can each be read on their own.
 
 from __future__ import annotations
 
+import os
+
 import zmq
 
 from shared.config import SocketConfig
@@ -21,13 +23,25 @@ _PATTERNS = {
     "rep": zmq.REP,
 }
 INPUT_PATTERNS = frozenset({"pull", "sub"})
+# Patterns whose sockets receive messages from a peer (PUB only receives subscriptions).
+RECEIVING_PATTERNS = INPUT_PATTERNS | {"req", "rep"}
 
 
-def open_socket(ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float = 1.0) -> zmq.Socket:
+def open_socket(
+    ctx: zmq.Context,
+    cfg: SocketConfig,
+    heartbeat_s: float = 1.0,
+    limits: Limits = DEFAULT_LIMITS,
+) -> zmq.Socket:
     """Create, tune, and bind or connect one socket as its config says.
 
     ZMTP heartbeats let a stage notice a peer that vanished without closing its TCP
-    connection; the high-water mark bounds memory when a downstream stage is slow.
+    connection. The high-water mark (``hwm``) counts whole messages, not bytes, so on its own it
+    bounds nothing in memory; a receiving socket therefore also sets ZMQ_MAXMSGSIZE, which
+    libzmq applies to each part as it arrives: a part larger than the protocol's limits is
+    never buffered, and its sender is disconnected (the message is lost at the socket, before
+    the stage can count or dead-letter it). What one peer can queue is thus bounded by
+    ``hwm * (max_frames + 1)`` parts of at most that size.
     """
     sock = ctx.socket(_PATTERNS[cfg.pattern])
     ivl_ms = max(1, int(heartbeat_s * 1000))
@@ -37,15 +51,31 @@ def open_socket(ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float = 1.0) -
     sock.setsockopt(zmq.SNDHWM, cfg.hwm)
     sock.setsockopt(zmq.RCVHWM, cfg.hwm)
     sock.setsockopt(zmq.LINGER, 2000)
+    if cfg.pattern in RECEIVING_PATTERNS:
+        sock.setsockopt(zmq.MAXMSGSIZE, max(limits.max_message_bytes, limits.max_header_bytes))
     if cfg.pattern == "push":
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to connected peers: no peer, no send
     if cfg.pattern == "sub":
         sock.setsockopt(zmq.SUBSCRIBE, b"")
     if cfg.bind:
-        sock.bind(cfg.endpoint)
+        _bind(sock, cfg)
     else:
         sock.connect(cfg.endpoint)
     return sock
+
+
+def _bind(sock: zmq.Socket, cfg: SocketConfig) -> None:
+    """Bind; an ipc:// socket file is made owner-only, since its mode is its only access control.
+
+    A missing folder is created owner-only, which also closes the moment between bind and
+    chmod when the file still has the umask's mode; an existing folder keeps its own mode.
+    """
+    path = cfg.ipc_path
+    if path is not None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock.bind(cfg.endpoint)
+    if path is not None:
+        os.chmod(path, 0o600)
 
 
 def send_message(

@@ -1,7 +1,9 @@
 """Dead-letter file: every refused message, as one JSON line, so nothing vanishes silently.
 
 JSON lines (never pickle) keep the record readable by people and tools, and safe to load even
-though the content came from an untrusted peer.
+though the content came from an untrusted peer. A peer that sends nothing but bad messages must
+not fill the disk either, so the file rotates at a size limit: ``NAME.jsonl`` is being written,
+``NAME.jsonl.1`` is the newest full one, and only ``keep`` full ones are kept.
 """
 
 from __future__ import annotations
@@ -35,14 +37,37 @@ def _jsonable(value: Any) -> Any:
     return repr(value)[:_MAX_PREVIEW]
 
 
-class DeadLetterWriter:
-    """Appends rejected messages to ``path`` as JSON lines; safe to share between threads."""
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_KEEP = 3
 
-    def __init__(self, path: Path, stage: str) -> None:
+
+class DeadLetterWriter:
+    """Appends rejected messages to ``path`` as JSON lines; safe to share between threads.
+
+    Before a record would take the file past ``max_bytes`` the file is rotated; a single record
+    larger than the limit still gets written, alone in a fresh file, so nothing is dropped
+    silently.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        stage: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep: int = DEFAULT_KEEP,
+    ) -> None:
+        if max_bytes <= 0 or keep < 1:
+            raise ValueError(f"dead-letter max_bytes {max_bytes} and keep {keep} must be >= 1")
         self.path = Path(path)
         self.stage = stage
+        self.max_bytes = max_bytes
+        self.keep = keep
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def rotated(self, index: int) -> Path:
+        """The ``index``-th rotated file (1 is the newest)."""
+        return self.path.with_name(f"{self.path.name}.{index}")
 
     def write(self, error: ProtocolError, parts: Sequence[Any]) -> dict[str, Any]:
         """Record one rejected message; returns the record written."""
@@ -57,16 +82,34 @@ class DeadLetterWriter:
         }
         if error.header is None and parts:
             record["header_preview"] = _jsonable(bytes(as_buffer(parts[0])[:_MAX_PREVIEW]))
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        with self._lock:
+            size = self._size()
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+            with open(self.path, "ab") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
         return record
 
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def _rotate(self) -> None:
+        """Shift each rotated file up by one (``.keep`` is overwritten: the oldest falls off),
+        then move the live file to ``.1``."""
+        for index in range(self.keep - 1, 0, -1):
+            if self.rotated(index).exists():
+                os.replace(self.rotated(index), self.rotated(index + 1))
+        os.replace(self.path, self.rotated(1))
+
     def read(self) -> list[dict[str, Any]]:
-        """All records so far (for tests, `geopol status` and post-mortems)."""
-        if not self.path.exists():
-            return []
-        with open(self.path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        """All records still on disk, oldest first (for tests, `geopol status` and post-mortems)."""
+        files = [self.rotated(i) for i in range(self.keep, 0, -1)] + [self.path]
+        records: list[dict[str, Any]] = []
+        for path in files:
+            if path.exists():
+                with open(path, encoding="utf-8") as fh:
+                    records.extend(json.loads(line) for line in fh if line.strip())
+        return records

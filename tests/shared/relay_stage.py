@@ -19,11 +19,17 @@ log = get_logger("relay")
 
 
 def relay(_socket: str, msg: Message) -> list[tuple[str, Message]]:
-    """Reply with the sum over the last axis of every frame, under the same id and trace."""
+    """Reply with the sum over the last axis of every frame, under the same id and trace.
+
+    The reply copies the request's meta and adds to it, as the graph stage once did: a request
+    header near the size limit makes a reply that cannot be sent, which the runtime must drop
+    and dead-letter without stopping.
+    """
     sums = [np.asarray(f, dtype=np.float64).sum(axis=-1).astype(np.float32) for f in msg.frames]
     log.info("relayed", frames=len(sums))
+    meta = {**msg.meta, "relayed_by": "relay"}
     return [
-        ("out", new_message(MessageType.SCORES, msg.id, sums, trace_id=msg.trace_id, meta=msg.meta))
+        ("out", new_message(MessageType.SCORES, msg.id, sums, trace_id=msg.trace_id, meta=meta))
     ]
 
 

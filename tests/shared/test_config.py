@@ -89,3 +89,50 @@ def test_unknown_stage_lookup_lists_the_known_ones():
     config = load_config(CONFIG_DIR / "default.yaml", env={})
     with pytest.raises(ConfigError, match=r"no stage 'grpah'.*'graph'"):
         config.stage("grpah")
+
+
+def _ipc_config(tmp_path: Path, endpoint: str, run_dir: str = "run") -> Path:
+    return write(
+        tmp_path,
+        f"{MINIMAL}paths: {{run_dir: {run_dir!r}}}\nstages:\n  g:\n    sockets:\n      out: "
+        f"{{pattern: push, endpoint: {endpoint!r}, bind: true}}\n",
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["ipc://@geopol", "ipc://*", "ipc://"])
+def test_ipc_endpoint_must_be_a_file_path(tmp_path, endpoint):
+    with pytest.raises(ConfigError, match=r"stages\.g\.sockets\.out.*is not a file path"):
+        load_config(_ipc_config(tmp_path, endpoint, str(tmp_path / "run")), env={})
+
+
+def test_ipc_socket_file_must_lie_inside_the_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    outside = _ipc_config(tmp_path, f"ipc://{tmp_path}/graph.sock", str(run_dir))
+    with pytest.raises(ConfigError) as info:
+        load_config(outside, env={})
+    msg = str(info.value)
+    assert "stages.g.sockets.out.endpoint" in msg and f"ipc://{tmp_path}/graph.sock" in msg
+    assert "outside the run directory" in msg and str(run_dir) in msg
+    escape = _ipc_config(tmp_path, f"ipc://{run_dir}/../graph.sock", str(run_dir))
+    with pytest.raises(ConfigError, match="outside the run directory"):
+        load_config(escape, env={})
+    inside = load_config(_ipc_config(tmp_path, f"ipc://{run_dir}/g/out.sock", str(run_dir)), env={})
+    assert inside.stage("g").sockets["out"].ipc_path == run_dir / "g" / "out.sock"
+
+
+def test_relative_ipc_paths_resolve_like_the_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _ipc_config(tmp_path, "ipc://var/graph.sock", "var")
+    assert load_config(path, env={}).stage("g").sockets["out"].endpoint == "ipc://var/graph.sock"
+    with pytest.raises(ConfigError, match="outside the run directory"):
+        load_config(path, env={"GEOPOL_RUN_DIR": str(tmp_path / "elsewhere")})
+
+
+def test_ipc_check_covers_sockets_outside_stages(tmp_path):
+    path = write(
+        tmp_path,
+        f"{MINIMAL}paths: {{run_dir: {str(tmp_path / 'run')!r}}}\ncalibrate:\n  publish: "
+        "{pattern: pub, endpoint: 'ipc:///tmp/forecasts.sock', bind: true}\n",
+    )
+    with pytest.raises(ConfigError, match=r"calibrate\.publish\.endpoint.*outside the run"):
+        load_config(path, env={})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -17,7 +19,7 @@ import yaml
 import zmq
 from malformed import CORPUS, good
 
-from shared.protocol import MessageType, decode, new_message
+from shared.protocol import MessageType, decode, encode, new_message
 from shared.sockets import send_message
 
 RELAY = Path(__file__).with_name("relay_stage.py")
@@ -38,8 +40,10 @@ class Relay:
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVTIMEO, 20_000)
         self.push.setsockopt(zmq.LINGER, 0)
-        if transport == "ipc":
-            endpoints = [f"ipc://{tmp_path}/in.sock", f"ipc://{tmp_path}/out.sock"]
+        self.run_dir = tmp_path / "run"
+        if transport == "ipc":  # ipc:// socket files must live in the run dir
+            self.run_dir.mkdir()
+            endpoints = [f"ipc://{self.run_dir}/in.sock", f"ipc://{self.run_dir}/out.sock"]
             self.push.bind(endpoints[0])
             self.pull.bind(endpoints[1])
         else:
@@ -49,7 +53,6 @@ class Relay:
             )
             endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
         self.metrics_port = _free_port()
-        self.run_dir = tmp_path / "run"
         config = {
             "name": "relay-test",
             "paths": {"run_dir": str(self.run_dir)},
@@ -67,12 +70,13 @@ class Relay:
         }
         path = tmp_path / "relay.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(RELAY), str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Logs go to a file, not a pipe: a pipe nobody reads until the end fills up under a
+        # long stream and blocks the relay mid-write.
+        self.log_path = tmp_path / "relay.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(RELAY), str(path)], stdout=log, stderr=subprocess.STDOUT
+            )
 
     def roundtrip(self, msg_id: str, frame: np.ndarray, trace_id: str | None = None):
         send_message(
@@ -88,14 +92,15 @@ class Relay:
         return decode(self.pull.recv_multipart(copy=False))
 
     def stop(self) -> tuple[int, str]:
+        """SIGTERM the relay; its exit code and everything it logged."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         finally:
             self.push.close()
             self.pull.close()
             self.ctx.term()
-        return self.proc.returncode, err
+        return self.proc.returncode, self.log_path.read_text()
 
 
 @pytest.fixture(params=["ipc", "tcp"])
@@ -114,7 +119,8 @@ def test_embeddings_cross_processes_intact(relay):
     for msg_id, frame in [("small", small), ("large", large)]:
         reply = relay.roundtrip(msg_id, frame, trace_id=f"trace-{msg_id}")
         assert reply.type == MessageType.SCORES and reply.id == msg_id
-        assert reply.trace_id == f"trace-{msg_id}" and reply.meta == {"candidates": [3, 1, 4]}
+        assert reply.trace_id == f"trace-{msg_id}"
+        assert reply.meta == {"candidates": [3, 1, 4], "relayed_by": "relay"}
         expected = frame.astype(np.float64).sum(axis=-1).astype(np.float32)
         np.testing.assert_allclose(reply.frames[0], expected, rtol=1e-6)
     code, err = relay.stop()
@@ -164,3 +170,47 @@ def test_sigterm_finishes_in_flight_work_and_exits_zero(relay):
     stopped = [json.loads(x) for x in err.splitlines() if '"stage_stopped"' in x]
     assert len(stopped) == 1 and 1 <= stopped[0]["processed"] <= 20
     assert stopped[0]["rejected"] == {}
+
+
+def _near_limit(msg_id: str, limit: int = 65_536) -> list[bytes]:
+    """A good message whose header is 4 bytes under the limit: the relay's reply, which adds to
+    the meta it copies, comes out over it."""
+
+    def parts(pad: int) -> list[bytes]:
+        frame = np.arange(8, dtype=np.float32)
+        msg = new_message(MessageType.EMBEDDINGS, msg_id, [frame], meta={"pad": "x" * pad})
+        return [bytes(p) for p in encode(msg)]
+
+    pad = limit - 4 - len(parts(1000)[0]) + 1000
+    made = parts(pad)
+    assert len(made[0]) == limit - 4
+    return made
+
+
+def test_a_stream_one_tenth_malformed_gets_every_good_message_answered(relay):
+    rng = random.Random(3)
+    sendable = sorted(c for c in CORPUS if c != "no_parts")  # zmq cannot send zero parts
+    answered, unsendable, refused = [], [], Counter()
+    for i in range(300):
+        roll = rng.random()
+        if roll < 0.07:
+            case = rng.choice(sendable)
+            relay.push.send_multipart(CORPUS[case][0]())
+            refused[CORPUS[case][1].reason] += 1
+        elif roll < 0.10:
+            unsendable.append(f"near-limit-{i}")
+            relay.push.send_multipart(_near_limit(unsendable[-1]))
+            refused["send_failed"] += 1
+        else:
+            relay.push.send_multipart(good(f"ok-{i}"))
+            answered.append(f"ok-{i}")
+    assert 0.05 < sum(refused.values()) / 300 < 0.15
+    got = [decode(relay.pull.recv_multipart(copy=False)).id for _ in answered]
+    assert got == answered
+    code, err = relay.stop()
+    assert code == 0, err
+    records = [json.loads(x) for x in (relay.run_dir / "deadletter" / "relay.jsonl").open()]
+    assert Counter(r["reason"] for r in records) == refused
+    too_big = [r for r in records if r["reason"] == "send_failed"]
+    assert [r["header"]["id"] for r in too_big] == unsendable
+    assert all("over the 65536-byte limit" in r["detail"] for r in too_big)
