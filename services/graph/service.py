@@ -100,7 +100,7 @@ class GraphStage:
             frames,
             trace_id=message.trace_id,
             meta={
-                **meta,
+                **_query_fields(meta, step, subject, relation),
                 "protocol": "live",
                 "candidates": [int(c) for c in candidates],
                 "graph_artifact": self.graph_model.artifact_id,
@@ -129,6 +129,31 @@ class GraphStage:
         if self._cache is None or self._cache[0] != window.version:
             self._cache = (window.version, self.graph_model.embed(window))
         return self._cache[1]
+
+
+# Longest dataset name a reply carries on; ingest's names match [A-Za-z0-9_.-]+ and are short.
+MAX_DATASET_CHARS = 128
+
+
+def _query_fields(
+    meta: Mapping[str, Any], step: int, subject: int, relation: int
+) -> dict[str, Any]:
+    """The query's fields the reply carries on, each checked and bounded.
+
+    Only these, never the whole incoming meta: a reply header built from unbounded input would
+    grow with the query's, and a query near the header limit would make an unsendable reply.
+    Downstream reads dataset, step, subject and relation; ``attempt`` traces a re-send.
+    """
+    dataset = meta.get("dataset")
+    if not isinstance(dataset, str) or len(dataset) > MAX_DATASET_CHARS:
+        raise ValueError(
+            f"meta field 'dataset' must be a string of at most {MAX_DATASET_CHARS} characters, "
+            f"got {dataset!r:.80}"
+        )
+    fields = {"dataset": dataset, "step": step, "subject": subject, "relation": relation}
+    if "attempt" in meta:
+        fields["attempt"] = _int_meta(meta, "attempt")
+    return fields
 
 
 def _int_meta(meta: Mapping[str, Any], key: str) -> int:
