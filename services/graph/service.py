@@ -4,7 +4,8 @@ A thin loop (shared.runtime) around :class:`GraphStage`. A SNAPSHOT advances the
 a QUERY ``(s, r, ?, t)`` is answered on the ``embeddings`` socket with the five frames of
 :mod:`shared.graph_frames`: the subject's T-step embeddings, the relation embedding, the model's
 own top-K candidates (live protocol) with their T-step embeddings and scores, and the decoder's
-query vector for ``(s, r)``; the meta holds the candidate ids and the lineage (graph artifact,
+query vector for ``(s, r)`` — and, when the training folder is there to tune it on, the recurrency
+baseline's scores of the candidates; the meta holds the candidate ids and the lineage (graph artifact,
 data cut-off). The T-step
 embeddings are computed once per window state and cached, not once per query.
 
@@ -42,6 +43,7 @@ from shared.runtime import Route, StageRuntime
 if TYPE_CHECKING:
     from services.graph.embeddings import GraphModel, WindowEmbeddings
     from services.graph.history import RecentWindow
+    from services.graph.live_recurrency import StoreRecurrency
 
 log = get_logger(__name__)
 OUT = "embeddings"
@@ -52,12 +54,18 @@ class GraphStage:
     """State and behaviour of the graph stage, independent of sockets."""
 
     def __init__(
-        self, graph_model: GraphModel, window: RecentWindow, store: EventStore, candidates: int
+        self,
+        graph_model: GraphModel,
+        window: RecentWindow,
+        store: EventStore,
+        candidates: int,
+        recurrency: StoreRecurrency | None = None,
     ) -> None:
         self.graph_model = graph_model
         self.window = window
         self.store = store
         self.candidates = candidates
+        self.recurrency = recurrency
         self._cache: tuple[int, WindowEmbeddings] | None = None
 
     def handle(self, _socket: str, message: Message) -> list[Route]:
@@ -94,6 +102,8 @@ class GraphStage:
         self._check_vocabulary(subject, relation)
         emb = self._embeddings_for(step)
         candidates, frames = self.graph_model.live(emb, subject, relation, self.candidates)
+        if self.recurrency is not None:  # the calibrator stacks it (shared.graph_frames)
+            frames = [*frames, self.recurrency.scores(step, subject, relation, candidates)]
         return new_message(
             MessageType.EMBEDDINGS,
             message.id,
@@ -210,7 +220,28 @@ def build_stage(config: Config) -> GraphStage:
         cfg.num_entities, cfg.num_relations, cfg.history, settings.steps, settings.min_bucket
     )
     log.info("graph_model_loaded", artifact=graph_model.artifact_id, steps=settings.steps)
-    return GraphStage(graph_model, window, store, settings.candidates)
+    recurrency = live_recurrency(config, store, cfg.num_entities, cfg.num_relations)
+    return GraphStage(graph_model, window, store, settings.candidates, recurrency)
+
+
+def live_recurrency(
+    config: Config, store: EventStore, num_entities: int, num_relations: int
+) -> StoreRecurrency | None:
+    """The recurrency baseline tuned on the training folder's valid split, as the export tunes
+    it, so the served frame is the feature the calibrator was fitted on; None (no frame, said in
+    the log) when that folder is not there."""
+    from services.graph.baselines import Benchmark, tune_recurrency
+    from services.graph.live_recurrency import StoreRecurrency
+    from services.ingest.tkg_loader import load_tkg
+
+    folder = config.train_data
+    try:
+        params = tune_recurrency(Benchmark.from_dataset(load_tkg(folder)), "valid")
+    except (OSError, ValueError) as exc:  # TkgFormatError is a ValueError
+        log.warning("recurrency_frame_off", data=str(folder), reason=str(exc))
+        return None
+    log.info("recurrency_tuned", data=str(folder), params=params.describe())
+    return StoreRecurrency(store, params, num_entities, num_relations)
 
 
 def _parser() -> argparse.ArgumentParser:

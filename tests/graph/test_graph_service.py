@@ -85,6 +85,25 @@ def test_snapshot_then_query_replies_with_checked_embeddings(graph_model, tiny, 
         np.testing.assert_allclose(sent, expected, rtol=1e-6)
 
 
+def test_with_a_recurrency_scorer_the_reply_carries_the_recurrency_frame(
+    graph_model, tiny, store
+) -> None:
+    from services.graph.baselines import RecurrencyParams
+    from services.graph.live_recurrency import StoreRecurrency
+
+    tiny.append_steps(store, range(6))
+    total = 2 * tiny.num_relations
+    params = RecurrencyParams(np.full(total, 5), np.full(total, 8))
+    recurrency = StoreRecurrency(store, params, tiny.num_entities, tiny.num_relations)
+    window = RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T)
+    stage = GraphStage(graph_model, window, store, K, recurrency)
+    [(_, reply)] = stage.handle("queries", query(6, 3, 1))
+    assert len(reply.frames) == 6 and reply.frames[5].shape == (K,)
+    frames = check_frames(reply.frames, steps=T, dim=tiny.cfg.dim)  # still a valid layout
+    ids = candidate_ids(reply.meta, frames.num_candidates)
+    np.testing.assert_array_equal(reply.frames[5], recurrency.scores(6, 3, 1, ids))
+
+
 def test_embeddings_are_computed_once_per_snapshot_not_per_query(
     graph_model, tiny, store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
