@@ -98,6 +98,7 @@ LLM14 := $(LLM_RUN)/artifacts/llm/ICEWS14
 LLM_METHODS ?= tgl-llm-random=best tgl-llm-paper=tgl-llm-paper llm-raw=llm-raw
 LLM_ABLATIONS ?=
 LLM_LIVE ?= tgl-llm-random
+LLM_KS ?= 4 6 10
 SCORES14 := $(LLM_RUN)/scores/ICEWS14
 CALIB14 := $(LLM_RUN)/artifacts/calibrate/ICEWS14
 # the trainer holds out the last llm.train.valid_questions (500) valid rows: calibrate on those
@@ -122,7 +123,7 @@ LLM_DEPS := $(EMB14)/test-mcq10/manifest.json $(EMB14)/test-live10/manifest.json
             $(foreach m,$(LLM_METHODS) $(LLM_ABLATIONS),$(LLM14)/$(word 2,$(subst =, ,$(m)))/manifest.json)
 
 eval-llm: $(LLM_DEPS)  ## LLM rows on ICEWS14 into reports/eval.json (hours on 2 CPU cores)
-	$(GEOPOL) eval llm --config $(LLM_CONFIG) --data $(EMB14)/test-mcq10 --live $(EMB14)/test-live10 --n $(LLM_N) \
+	$(GEOPOL) eval llm --config $(LLM_CONFIG) --data $(EMB14)/test-mcq10 --live $(EMB14)/test-live10 --n $(LLM_N) --ks $(LLM_KS) \
 	  $(foreach m,$(LLM_METHODS),--method $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
 	  $(foreach m,$(LLM_ABLATIONS),--ablation $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
 	  $(foreach m,$(LLM_LIVE),--live-method $(m))
