@@ -43,6 +43,17 @@ BatchHandler = Callable[[str, list[Message]], Iterable[Route]]
 log = get_logger(__name__)
 
 
+def limits_of(config: Config) -> Limits:
+    """The receive and send limits the config's protocol section sets (every stage uses these)."""
+    protocol = config.protocol
+    return Limits(
+        max_header_bytes=protocol.max_header_bytes,
+        max_message_bytes=protocol.max_message_bytes,
+        max_frames=protocol.max_frames,
+        max_dims=protocol.max_dims,
+    )
+
+
 class StageRuntime:
     """Runs one stage: its sockets, its handler, its counters, until asked to stop."""
 
@@ -60,13 +71,7 @@ class StageRuntime:
     ) -> None:
         self.name = name
         self.stage_cfg = config.stage(name)
-        protocol = config.protocol
-        self.limits = Limits(
-            max_header_bytes=protocol.max_header_bytes,
-            max_message_bytes=protocol.max_message_bytes,
-            max_frames=protocol.max_frames,
-            max_dims=protocol.max_dims,
-        )
+        self.limits = limits_of(config)
         self.handler = handler
         self.batch_handler = batch_handler
         self.batch_size = batch_size if batch_handler is not None else 1
@@ -76,8 +81,8 @@ class StageRuntime:
         self.dead_letters = DeadLetterWriter(
             Path(config.dead_letter_dir) / f"{name}.jsonl",
             name,
-            max_bytes=protocol.dead_letter_max_bytes,
-            keep=protocol.dead_letter_keep,
+            max_bytes=config.protocol.dead_letter_max_bytes,
+            keep=config.protocol.dead_letter_keep,
         )
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()

@@ -68,7 +68,12 @@ class SnapshotServer(threading.Thread):
 
     def run(self) -> None:
         ledger = Ledger(self._path)
-        sock = open_socket(self._ctx, self._cfg)
+        # a request is a few bytes: cap what a peer can make this socket buffer
+        sock = open_socket(
+            self._ctx,
+            self._cfg,
+            limits=Limits(max_header_bytes=MAX_REQUEST_BYTES, max_message_bytes=MAX_REQUEST_BYTES),
+        )
         self.ready.set()
         try:
             while not self._stop.is_set():

@@ -43,7 +43,7 @@ from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
 from shared.log import configure_logging, get_logger
 from shared.protocol import Limits, Message, MessageType, new_message
-from shared.runtime import Route, StageRuntime
+from shared.runtime import Route, StageRuntime, limits_of
 
 log = get_logger(__name__)
 ACCEPTS = {"scores": frozenset({MessageType.SCORES})}
@@ -258,11 +258,7 @@ def build_stage(config: Config, send: Send) -> CalibrateStage:
         saved.artifact_id,
         Ledger(ledger_path(config)),
         send,
-        Limits(
-            max_header_bytes=config.protocol.max_header_bytes,
-            max_message_bytes=config.protocol.max_message_bytes,
-            max_frames=config.protocol.max_frames,
-        ),
+        limits_of(config),
         store,
         evidence_candidates=settings.evidence_candidates,
         evidence_facts=settings.evidence_facts,

@@ -38,6 +38,19 @@ from shared.runtime import Route, StageRuntime
 log = get_logger(__name__)
 OUT = "scores"
 ACCEPTS = {"embeddings": frozenset({MessageType.EMBEDDINGS})}
+#: The query's fields a SCORES reply carries on: the graph stage has checked and bounded them,
+#: and copying only these keeps the reply header bounded whatever else a header holds.
+PASSED_ON = (
+    "dataset",
+    "step",
+    "subject",
+    "relation",
+    "attempt",
+    "protocol",
+    "candidates",
+    "graph_artifact",
+    "data_cutoff",
+)
 
 
 class LlmStage:
@@ -124,7 +137,7 @@ class LlmStage:
             ],
             trace_id=message.trace_id,
             meta={
-                **message.meta,
+                **{k: message.meta[k] for k in PASSED_ON if k in message.meta},
                 "llm_artifact": self.artifact_id,
                 "frames": ["llm_scores", "graph_scores"]
                 + ([] if recurrency is None else ["recurrency_scores"]),
