@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from services.ingest.export_ingest import ingest_paths
+from services.ingest.file_quarantine import FileQuarantine
 from services.ingest.mapping import MappingConfig
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.event_store import EventStore
@@ -18,8 +19,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="geopol ingest",
         description="Read GDELT 1.0/2.0 exports (.CSV, .CSV.zip, BigQuery CSV; a file or a "
         "folder) and append their quadruples to the event store of the config's dataset. "
-        "Bad rows are quarantined with their reason under RUN_DIR/quarantine/DATASET/; files "
-        "already ingested are skipped.",
+        "Bad rows are quarantined with their reason under RUN_DIR/quarantine/DATASET/, and a "
+        "file that cannot be read at all (a truncated .zip, a .csv that is no GDELT export) "
+        "under its files/ folder, skipped until it changes; files already ingested are skipped.",
     )
     parser.add_argument(
         "--config",
@@ -73,4 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{store.num_entities} entities, {store.num_relations} relations, "
         f"{len(store.steps())} time steps"
     )
+    quarantine = FileQuarantine(config.quarantine_dir)
+    if held := quarantine.count():
+        print(f"{held} unreadable file(s) quarantined; why: {quarantine.directory}/NAME.json")
     return 0

@@ -2,8 +2,10 @@
 
 One function per file so the ingest service (live polling) and the one-shot ``geopol ingest``
 share exactly the same path; files already in the store are recognised by content hash and
-skipped before they are parsed. The file is read once: the bytes that are hashed are the bytes
-that are parsed, and only the columns the mapping uses are built (every row is still checked).
+skipped before they are parsed, and a file that cannot be read at all is quarantined whole
+(``file_quarantine``) instead of stopping the run. The file is read once: the bytes that are
+hashed are the bytes that are parsed, and only the columns the mapping uses are built (every row
+is still checked).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import polars as pl
 from tqdm import tqdm
 
 from services.ingest import cameo
+from services.ingest.file_quarantine import UNREADABLE, FileQuarantine
 from services.ingest.gdelt_reader import read_export, source_files
 from services.ingest.mapping import NO_ACTOR, MappingConfig, to_quadruples
 from shared.atomic import atomic_write
@@ -27,17 +30,9 @@ from shared.store_vocab import first_appearance
 log = get_logger(__name__)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_hashed(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and their hex sha256 (``file_sha256``): one read serves both the
-    already-ingested check and the parse."""
+    """The file's bytes and their hex sha256 (as ``shared.manifest.file_sha256`` gives it): one
+    read serves both the already-ingested check and the parse."""
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
 
@@ -103,6 +98,29 @@ def ingest_file(
     )
 
 
+def ingest_unless_quarantined(
+    path: Path, store: EventStore, cfg: MappingConfig, quarantine: FileQuarantine
+) -> IngestStats | None:
+    """``ingest_file``, except that an unreadable file is quarantined (and then skipped while it
+    is unchanged) instead of raising; returns None when nothing new was stored."""
+    if quarantine.holds(path):
+        return None
+    try:
+        stats = ingest_file(path, store, cfg, quarantine.root)
+    except UNREADABLE as exc:
+        record = quarantine.add(path, exc)
+        log.warning(
+            "file_quarantined",
+            source=path.name,
+            error=type(exc).__name__,
+            reason=str(exc),
+            record=str(record),
+        )
+        return None
+    quarantine.release(path)
+    return stats
+
+
 def ingest_paths(
     paths: Iterable[Path],
     store: EventStore,
@@ -111,11 +129,13 @@ def ingest_paths(
     *,
     progress: bool = True,
 ) -> list[IngestStats]:
-    """Ingest every export file under each path (a file or a directory), in name order."""
+    """Ingest every export file under each path (a file or a directory), in name order;
+    unreadable files are quarantined under ``quarantine_dir`` and the rest still ingested."""
     files = [f for p in paths for f in source_files(Path(p))]
+    quarantine = FileQuarantine(quarantine_dir)
     done: list[IngestStats] = []
     for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
-        stats = ingest_file(path, store, cfg, quarantine_dir)
+        stats = ingest_unless_quarantined(path, store, cfg, quarantine)
         if stats is not None:
             done.append(stats)
     return done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,13 +12,15 @@ import pytest
 import yaml
 
 from services.ingest.cli import main as ingest_main
-from services.ingest.export_ingest import file_sha256, ingest_paths
+from services.ingest.export_ingest import ingest_paths
 from services.ingest.gdelt_schema import V2_COLUMNS
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
 from shared.event_store import QUAD_SCHEMA, EventStore
+from shared.manifest import file_sha256
 
-SIM_MAPPING = MappingConfig(relation_level="root", time_field="dateadded", step_minutes=15)
+SIM_SETTINGS = {"relation_level": "root", "time_field": "dateadded", "step_minutes": 15}
+SIM_MAPPING = MappingConfig(**SIM_SETTINGS)
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -108,6 +111,24 @@ def test_cli_ingests_the_configured_source(sim_dir, tmp_path, capsys):
     assert (tmp_path / "run" / "store" / "T" / "ingested.jsonl").exists()
     assert ingest_main(["--config", str(config), "--source", str(tmp_path / "absent")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_quarantines_an_unreadable_file_and_ingests_the_rest(sim_dir, tmp_path, capsys):
+    source = tmp_path / "src"
+    shutil.copytree(sim_dir, source)
+    (source / "20240102000000.export.CSV.zip").write_bytes(b"PK\x03\x04 cut short")
+    config = tmp_path / "c.yaml"
+    settings = {"dataset": "T", "min_free_mb": 0, "mapping": SIM_SETTINGS}
+    config.write_text(
+        yaml.safe_dump(
+            {"name": "c", "paths": {"run_dir": str(tmp_path / "run")}, "ingest": settings}
+        )
+    )
+    assert ingest_main(["--config", str(config), "--source", str(source), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ingested 6 new file(s)" in out and "1 unreadable file(s) quarantined" in out
+    record = tmp_path / "run" / "quarantine" / "T" / "files" / "20240102000000.export.CSV.zip.json"
+    assert json.loads(record.read_text())["error"] == "BadZipFile"
 
 
 def test_the_same_files_always_give_the_same_ids(sim_dir, tmp_path):

@@ -18,11 +18,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from services.ingest.gdelt_reader import source_files
 from services.ingest.simulator import WorldParams, simulate
 from services.ingest.simulator.cli import main, parse_start
 from services.ingest.simulator.export_writer import COLUMNS, COUNTRIES
 from services.ingest.simulator.truth import read_truth
 from services.ingest.simulator.world import ROLE_WEIGHTS
+from shared import atomic
 
 SEED = 7
 DAY = 96
@@ -112,6 +114,27 @@ def test_files_are_consecutive_15_minute_slots_from_start(tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "truth").iterdir()) == [
         n.replace(".export.CSV", ".parquet") for n in names
     ]
+
+
+def test_every_file_appears_whole_by_a_rename_in_its_own_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 9, item 3: ingest watches this folder, so no file may be visible half-written."""
+    renames: list[tuple[Path, Path, int, bool]] = []
+    real_replace = atomic.os.replace
+
+    def spying_replace(src: str, dst: Path) -> None:
+        temp = Path(src)
+        listed = temp in source_files(temp.parent)  # would ingest pick the temp file up?
+        renames.append((temp, Path(dst), temp.stat().st_size, listed))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", spying_replace)
+    simulate(tmp_path, WorldParams(seed=2), 2, zipped=True)
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert {dst for _, dst, _, _ in renames} == written  # exports, truth files and world.json
+    for temp, dst, size, listed in renames:
+        assert temp.parent == dst.parent and dst.stat().st_size == size and not listed
 
 
 # -- GDELT row format ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 
 from services.ingest.gdelt_schema import V2_COLUMNS
 from services.ingest.simulator.world import QUAD_OF_ROOT, Actor, Codebook, StepEvents
+from shared.atomic import atomic_write_bytes
 
 COLUMNS = V2_COLUMNS
 """The 61 GDELT 2.0 event export columns, in file order."""
@@ -266,17 +267,22 @@ def _source_url(day: datetime, subject: Actor, obj: Actor, event_id: int) -> str
 
 
 def write_export(directory: Path, moment: datetime, lines: Sequence[str], zipped: bool) -> Path:
-    """Write one slot's file (UTF-8, LF); zipped files are byte-stable (fixed member timestamp)."""
+    """Write one slot's file (UTF-8, LF); zipped files are byte-stable (fixed member timestamp).
+
+    The folder is watched by a running ingest stage, so the file appears whole or not at all
+    (a temp file in the same folder, then a rename): ingest never reads half an export.
+    """
     path = directory / export_name(moment, zipped)
     payload = "".join(lines).encode("utf-8")
-    if not zipped:
-        path.write_bytes(payload)
-        return path
-    member = zipfile.ZipInfo(export_name(moment, zipped=False), date_time=moment.timetuple()[:6])
-    member.compress_type = zipfile.ZIP_DEFLATED
-    member.external_attr = 0o644 << 16
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(member, payload)
-    path.write_bytes(buffer.getvalue())
+    if zipped:
+        member = zipfile.ZipInfo(
+            export_name(moment, zipped=False), date_time=moment.timetuple()[:6]
+        )
+        member.compress_type = zipfile.ZIP_DEFLATED
+        member.external_attr = 0o644 << 16
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(member, payload)
+        payload = buffer.getvalue()
+    atomic_write_bytes(path, payload)
     return path

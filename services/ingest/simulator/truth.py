@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from services.ingest.simulator.world import ROOT_CODES, Actor, StepTruth, WorldParams
+from shared.atomic import atomic_write, atomic_write_text
 from shared.sim_truth import TRUTH_DIR, TRUTH_SCHEMA
 
 WORLD_MANIFEST = "world.json"
@@ -56,8 +57,11 @@ def truth_frame(t: int, truth: StepTruth, actors: Sequence[Actor]) -> pl.DataFra
 
 
 def write_truth(path: Path, frame: pl.DataFrame) -> Path:
-    """Write one slot's truth as parquet (deterministic settings: zstd, no statistics)."""
-    frame.write_parquet(path, compression="zstd", statistics=False)
+    """Write one slot's truth as parquet (deterministic settings: zstd, no statistics), whole or
+    not at all: resolution reads these files while the simulator may still be writing."""
+    atomic_write(
+        path, lambda handle: frame.write_parquet(handle, compression="zstd", statistics=False)
+    )
     return path
 
 
@@ -106,5 +110,5 @@ def manifest(
 def write_manifest(directory: Path, content: dict[str, Any]) -> Path:
     """Write ``world.json`` with sorted keys so identical runs give identical bytes."""
     path = directory / WORLD_MANIFEST
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
     return path
