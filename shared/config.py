@@ -161,7 +161,10 @@ class IngestConfig(_Section):
     """What the ingest stage reads and where its event store lives.
 
     ``source`` is a folder (or file) of exports; with ``live`` set, the stage downloads into its
-    own folder under the run directory instead, so the two are mutually exclusive.
+    own folder under the run directory instead, so the two are mutually exclusive. ``window``
+    bounds the queries sent and not yet answered; one unanswered after ``resend_timeout_s`` is
+    sent again, each later copy waiting twice as long, and after ``max_attempts`` copies it is
+    marked failed (see services.ingest.journal).
     """
 
     dataset: str = Field(default="SIM", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -172,6 +175,7 @@ class IngestConfig(_Section):
     queries_per_step: int = Field(default=200, gt=0)
     resend_timeout_s: float = Field(default=60.0, gt=0)
     window: int = Field(default=256, gt=0)
+    max_attempts: int = Field(default=4, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestConfig:

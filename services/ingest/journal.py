@@ -1,9 +1,27 @@
-"""The work-item journal: one row per forecast query, ``pending -> done``, in sqlite.
+"""The work-item journal: one row per forecast query, ``pending -> done | failed``, in sqlite.
 
 It is what makes the pipeline lose nothing (DESIGN.md invariant 1): ingest re-sends a pending
 item whose ``done`` has not come back within a timeout, and bounds how many are in flight (a
 credit window) so a slow stage is not flooded. sqlite gives atomic, durable state changes with
 no server; every change is its own committed transaction, so SIGKILL at any moment is safe.
+
+The rules, and why:
+
+* **In flight** means sent at least once (it left the socket) and neither done nor failed. The
+  window bounds that number, timed-out items included: an unanswered copy may still be queued
+  downstream, so counting only recent sends would let a slow stage receive a fresh window every
+  timeout.
+* **Re-sends back off**: attempt ``a`` waits ``timeout * 2**(a-1)`` for its ``done`` before the
+  next copy goes, so a backlog downstream that takes longer than the timeout to drain gets a
+  shrinking trickle of copies instead of a full window every timeout.
+* **Failed**: an item whose ``max_attempts``-th attempt went unanswered (or that cannot be sent
+  at all) moves to ``failed`` with its reason and leaves the window, so items that always fail
+  downstream cannot block newer ones. A late ``done`` still finishes it.
+* **Clocks**: ``sent_at`` is on the monotonic clock of the process holding the journal, so a
+  wall-clock step cannot stall or flood the window. That clock means nothing to another process,
+  so :meth:`Journal.resume` counts the sends of an earlier process as made at its start: after a
+  restart an unanswered item keeps its attempts and is re-sent one (backed-off) timeout later.
+  ``created``, ``done_at`` and ``failed_at`` are wall-clock, for ordering and for people.
 """
 
 from __future__ import annotations
@@ -17,20 +35,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_SCHEMA = """
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the current layout; 0 is the first one (no ``failed`` state)."""
+
+_ITEMS = """
 CREATE TABLE IF NOT EXISTS items (
-    id       TEXT PRIMARY KEY,
-    step     INTEGER NOT NULL,
-    meta     TEXT NOT NULL,
-    state    TEXT NOT NULL CHECK (state IN ('pending', 'done')),
-    created  REAL NOT NULL,
-    sent_at  REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    done_at  REAL
+    id        TEXT PRIMARY KEY,
+    step      INTEGER NOT NULL,
+    meta      TEXT NOT NULL,
+    state     TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+    created   REAL NOT NULL,
+    sent_at   REAL,
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    done_at   REAL,
+    failed_at REAL,
+    reason    TEXT
 );
+"""
+_SCHEMA = f"""
+{_ITEMS}
 CREATE INDEX IF NOT EXISTS items_pending ON items (state, sent_at);
 CREATE TABLE IF NOT EXISTS closed_steps (step INTEGER PRIMARY KEY, closed_at REAL NOT NULL);
 """
+_V0_COLUMNS = "id, step, meta, state, created, sent_at, attempts, done_at"
+_ORDER = "ORDER BY step, created, id"
+_MAX_DOUBLINGS = 16
+"""Cap on the backoff exponent, so an item sent very often (before failing existed) stays sane."""
+_RESEND_AT = f"sent_at + :timeout * (1 << min(attempts - 1, {_MAX_DOUBLINGS}))"
+"""When the current attempt of a sent item has waited long enough (SQL over one row)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +83,8 @@ class Journal:
         self._db = sqlite3.connect(path, isolation_level=None)  # autocommit; explicit BEGINs
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        with self._transaction():
+            self._upgrade()
 
     def close(self) -> None:
         self._db.close()
@@ -69,42 +102,101 @@ class Journal:
             )
             return self._db.total_changes - before
 
-    def due(self, now: float, timeout_s: float, window: int) -> list[WorkItem]:
-        """Pending items to (re)send now, oldest first, without exceeding ``window`` in flight.
+    def resume(self, now: float) -> int:
+        """Count every unanswered send of an earlier process as made ``now`` (this clock).
 
-        An item is in flight when it was sent less than ``timeout_s`` ago and is not done.
+        Their copies may still be downstream, so they stay in flight and time out from here.
+        Returns how many items were in flight.
         """
-        in_flight = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE state='pending' AND sent_at > ?", (now - timeout_s,)
-        ).fetchone()[0]
-        credit = max(0, window - in_flight)
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE items SET sent_at=? WHERE state='pending' AND attempts > 0", (now,)
+            )
+            return cur.rowcount
+
+    def expire(self, now: float, timeout_s: float, max_attempts: int) -> dict[str, str]:
+        """Fail the items whose ``max_attempts``-th attempt has gone unanswered.
+
+        Returns each failed id with its reason.
+        """
         rows = self._db.execute(
-            "SELECT id, step, meta, attempts FROM items WHERE state='pending' "
-            "AND (sent_at IS NULL OR sent_at <= ?) ORDER BY step, created, id LIMIT ?",
-            (now - timeout_s, credit),
+            f"SELECT id, attempts FROM items WHERE state='pending' AND attempts >= :max "
+            f"AND {_RESEND_AT} <= :now",
+            {"max": max_attempts, "timeout": timeout_s, "now": now},
         ).fetchall()
-        return [WorkItem(i, s, json.loads(m), a) for i, s, m, a in rows]
+        failed = {item_id: f"no done after {attempts} attempts" for item_id, attempts in rows}
+        if not failed:
+            return failed
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE items SET state='failed', failed_at=?, reason=? WHERE id=?",
+                [(time.time(), reason, item_id) for item_id, reason in failed.items()],
+            )
+        return failed
+
+    def due(self, now: float, timeout_s: float, window: int) -> list[WorkItem]:
+        """Items to send now: re-sends whose attempt timed out, then new items while the
+        window has room, each group oldest first (see the module docstring for the rules)."""
+        in_flight = self._db.execute(
+            "SELECT COUNT(*) FROM items WHERE state='pending' AND attempts > 0"
+        ).fetchone()[0]
+        resend = self._db.execute(
+            f"SELECT id, step, meta, attempts FROM items WHERE state='pending' AND attempts > 0 "
+            f"AND {_RESEND_AT} <= :now {_ORDER}",
+            {"timeout": timeout_s, "now": now},
+        ).fetchall()
+        fresh = self._db.execute(
+            f"SELECT id, step, meta, attempts FROM items WHERE state='pending' AND attempts = 0 "
+            f"{_ORDER} LIMIT ?",
+            (max(0, window - in_flight),),
+        ).fetchall()
+        return [WorkItem(i, s, json.loads(m), a) for i, s, m, a in resend + fresh]
 
     def mark_sent(self, ids: Iterable[str], now: float) -> None:
+        """Record that these items left the socket ``now`` (the monotonic clock)."""
         with self._transaction():
             self._db.executemany(
                 "UPDATE items SET sent_at=?, attempts=attempts+1 WHERE id=? AND state='pending'",
                 [(now, i) for i in ids],
             )
 
+    def fail(self, item_id: str, reason: str, now: float | None = None) -> None:
+        """Give up on a pending item: it leaves the window, keeping ``reason`` for people."""
+        now = time.time() if now is None else now
+        with self._transaction():
+            self._db.execute(
+                "UPDATE items SET state='failed', failed_at=?, reason=? "
+                "WHERE id=? AND state='pending'",
+                (now, reason, item_id),
+            )
+
     def mark_done(self, item_id: str, now: float | None = None) -> bool:
-        """Record a ``done``; False when the id is unknown or already done (a duplicate)."""
+        """Record a ``done`` (a failed item's late one too); False when the id is unknown or
+        already done (a duplicate)."""
         now = time.time() if now is None else now
         with self._transaction():
             cur = self._db.execute(
-                "UPDATE items SET state='done', done_at=? WHERE id=? AND state='pending'",
+                "UPDATE items SET state='done', done_at=? "
+                "WHERE id=? AND state IN ('pending', 'failed')",
                 (now, item_id),
             )
             return cur.rowcount == 1
 
     def counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
-        return {"pending": 0, "done": 0, **dict(rows)}
+        """Items per state, pending split into never sent (``pending``) and ``in_flight``."""
+        rows = self._db.execute(
+            "SELECT CASE WHEN state='pending' AND attempts > 0 THEN 'in_flight' ELSE state END, "
+            "COUNT(*) FROM items GROUP BY 1"
+        ).fetchall()
+        return {"pending": 0, "in_flight": 0, "failed": 0, "done": 0, **dict(rows)}
+
+    def failure_reasons(self) -> dict[str, int]:
+        """How many items failed for each reason, most frequent first."""
+        rows = self._db.execute(
+            "SELECT reason, COUNT(*) AS n FROM items WHERE state='failed' "
+            "GROUP BY reason ORDER BY n DESC, reason"
+        ).fetchall()
+        return dict(rows)
 
     def close_step(self, step: int, now: float | None = None) -> bool:
         """Remember that ``step`` was closed (its snapshot and next queries emitted)."""
@@ -117,6 +209,27 @@ class Journal:
 
     def closed_steps(self) -> set[int]:
         return {s for (s,) in self._db.execute("SELECT step FROM closed_steps")}
+
+    def _upgrade(self) -> None:
+        """Create the tables, or rebuild a version-0 ``items`` table (its CHECK constraint
+        allows no ``failed`` state, and sqlite cannot alter a constraint in place)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='items'"
+        ).fetchone()
+        if exists:
+            self._db.execute("DROP INDEX IF EXISTS items_pending")
+            self._db.execute("ALTER TABLE items RENAME TO items_v0")
+            self._db.execute(_ITEMS)
+            self._db.execute(
+                f"INSERT INTO items ({_V0_COLUMNS}) SELECT {_V0_COLUMNS} FROM items_v0"
+            )
+            self._db.execute("DROP TABLE items_v0")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

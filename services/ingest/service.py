@@ -4,6 +4,16 @@ A thin loop (shared.runtime) around :class:`IngestStage`: each tick ingests expo
 appeared in the source folder, closes finished time steps (snapshot + the next step's queries
 into the journal), and (re)sends due work items within the credit window; each ``done`` from
 calibrate marks its item finished.
+
+The stage sends its own messages on the ``queries`` socket, without blocking, instead of
+returning them to the runtime's outbox: the journal must record a query as sent only once it
+has left the socket, and a message waiting in an outbox the stage cannot see would either be
+counted in flight while it was not (its timeout running, its attempts used up while the graph
+is down) or queued a second time. The journal is this stage's durable outbox; a query the
+socket does not take now simply stays due, and snapshots wait, in order, in front of them.
+
+Unreadable export files are quarantined (``file_quarantine``) and a full disk pauses reading
+for ``DISK_RETRY_S``; neither stops the stage, which keeps answering and re-sending meanwhile.
 """
 
 from __future__ import annotations
@@ -11,28 +21,56 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
-from services.ingest.export_ingest import ingest_file
+import zmq
+
+from services.ingest.export_ingest import ingest_unless_quarantined
+from services.ingest.file_quarantine import FileQuarantine
 from services.ingest.gdelt_reader import source_files
 from services.ingest.journal import Journal
 from services.ingest.live import LivePoller, run_live
 from services.ingest.mapping import MappingConfig
 from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
-from shared.config import DEFAULT_CONFIG, Config, load_config
-from shared.event_store import EventStore
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.event_store import DiskFloorError, EventStore
 from shared.log import configure_logging, get_logger
-from shared.protocol import Message, MessageType
+from shared.protocol import Limits, Message, MessageType
 from shared.runtime import Route, StageRuntime
+from shared.sockets import send_message
 
 log = get_logger(__name__)
 OUT = "queries"
+DISK_RETRY_S = 60.0
+"""How long ingest waits before reading files again after the store refused a write."""
+
+Send = Callable[[Message], bool]
+"""Hand one message to the socket now: True when it left, False when no peer takes it now.
+Raises ValueError when the message cannot be encoded at all."""
+
+
+def nonblocking_send(socket: zmq.Socket, message: Message, limits: Limits) -> bool:
+    """Send without waiting; False when the socket has no ready peer (``zmq.Again``)."""
+    try:
+        send_message(socket, message, limits, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
 
 
 class IngestStage:
-    """State and behaviour of the ingest stage, independent of sockets."""
+    """State and behaviour of the ingest stage, independent of sockets.
 
-    def __init__(self, config: Config) -> None:
+    ``send`` is how its messages leave (see :data:`Send`); ``clock`` is the monotonic clock
+    that times re-sends and disk back-off.
+    """
+
+    def __init__(
+        self, config: Config, send: Send, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.settings = config.ingest
         self.mapping = MappingConfig(**self.settings.mapping.model_dump())
@@ -42,7 +80,13 @@ class IngestStage:
             min_free_bytes=self.settings.min_free_mb << 20,
         )
         self.journal = Journal(config.journal_path)
+        self.quarantine = FileQuarantine(config.quarantine_dir)
+        self.send = send
+        self.clock = clock
+        self.journal.resume(clock())
         self._seen_files: set[str] = set()
+        self._snapshots: deque[Message] = deque()
+        self._read_after = 0.0
         self._source = config.download_dir if self.settings.live else self.settings.source
         self._stop_live = threading.Event()
         # GDELT 2.0 files are 15 minutes each: with 15-minute steps a file closes its step.
@@ -76,6 +120,7 @@ class IngestStage:
         return thread
 
     def close(self) -> None:
+        """Stop the live poller (if any) and close the journal."""
         self._stop_live.set()
         self.journal.close()
 
@@ -85,39 +130,48 @@ class IngestStage:
             log.debug("item_done", item=message.id)
         return []
 
-    def tick(self, now: float) -> list[Route]:
-        """Ingest what arrived, close finished steps, and send what is due."""
-        self._ingest_new_files()
-        routes = self._close_steps()
-        due = self.journal.due(now, self.settings.resend_timeout_s, self.settings.window)
-        if due:
-            self.journal.mark_sent([item.id for item in due], now)
-            routes += [(OUT, query_message(item)) for item in due]
-        return routes
+    def tick(self, _now: float) -> list[Route]:
+        """Ingest what arrived, close finished steps, and send what is due.
 
-    def _ingest_new_files(self) -> None:
+        The runtime's ``now`` is wall-clock and unused: timeouts run on ``self.clock``. Returns
+        no routes, because the stage sends its own messages (see the module docstring).
+        """
+        now = self.clock()
+        if now >= self._read_after:
+            self._ingest_new_files(now)
+        self._snapshots.extend(self._close_steps())
+        if self._send_snapshots():
+            self._send_due(now)
+        return []
+
+    def _ingest_new_files(self, now: float) -> None:
         source = self._source
         if source is None or not source.exists():
             return
         for path in source_files(source):
             if path.name in self._seen_files:
                 continue
-            ingest_file(path, self.store, self.mapping, self.config.quarantine_dir)
-            self._seen_files.add(path.name)
+            try:
+                ingest_unless_quarantined(path, self.store, self.mapping, self.quarantine)
+            except FileNotFoundError:
+                continue  # removed since the folder was listed; nothing to read
+            except DiskFloorError as exc:
+                self._read_after = now + DISK_RETRY_S
+                log.error("ingest_paused", source=path.name, retry_s=DISK_RETRY_S, error=str(exc))
+                return
+            if not self.quarantine.holds(path):  # a quarantined file is looked at again later
+                self._seen_files.add(path.name)
 
-    def _close_steps(self) -> list[Route]:
-        routes: list[Route] = []
+    def _close_steps(self) -> list[Message]:
+        snapshots: list[Message] = []
         dataset = self.settings.dataset
         for step in steps_to_close(
             self.store.steps(), self.journal.closed_steps(), self._close_latest
         ):
             triples = self.store.snapshot(step)
-            routes.append(
-                (
-                    OUT,
-                    snapshot_message(
-                        dataset, step, triples, self.store.num_entities, self.store.num_relations
-                    ),
+            snapshots.append(
+                snapshot_message(
+                    dataset, step, triples, self.store.num_entities, self.store.num_relations
                 )
             )
             added = self.journal.add(
@@ -125,21 +179,89 @@ class IngestStage:
             )
             self.journal.close_step(step)
             log.info("step_closed", step=step, facts=len(triples), queries=added)
-        return routes
+        return snapshots
+
+    def _send_snapshots(self) -> bool:
+        """Send waiting snapshots in order; True when none is left waiting (queries may go)."""
+        while self._snapshots:
+            snapshot = self._snapshots[0]
+            try:
+                if not self.send(snapshot):
+                    return False
+            except ValueError as exc:  # can never be encoded: waiting would block every query
+                log.error("snapshot_unsendable", msg_id=snapshot.id, error=str(exc))
+            self._snapshots.popleft()
+        return True
+
+    def _send_due(self, now: float) -> None:
+        """Fail items out of attempts, then send what is due until the socket stops taking."""
+        settings = self.settings
+        for item_id, reason in self.journal.expire(
+            now, settings.resend_timeout_s, settings.max_attempts
+        ).items():
+            log.warning("item_failed", item=item_id, reason=reason)
+        sent: list[str] = []
+        try:
+            for item in self.journal.due(now, settings.resend_timeout_s, settings.window):
+                try:
+                    if not self.send(query_message(item)):
+                        break
+                except ValueError as exc:
+                    self.journal.fail(item.id, f"cannot be sent: {exc}")
+                    log.error("item_failed", item=item.id, reason=str(exc))
+                    continue
+                sent.append(item.id)
+        finally:  # what left is recorded even when a later send raises
+            self.journal.mark_sent(sent, now)
+
+
+def refusal(config: Config, config_path: Path) -> str | None:
+    """Why ``geopol serve ingest`` cannot do its job with this config, or None.
+
+    Checked before anything starts, so a mistyped path is a message, not a stage that idles.
+    """
+    ingest = config.ingest
+    if ingest.live is None and ingest.source is None:
+        return (
+            f"neither ingest.source nor ingest.live is set in {config_path}; "
+            "set one (a folder of exports, or live GDELT 2.0)"
+        )
+    if ingest.source is not None and not ingest.source.exists():
+        return (
+            f"ingest.source not found: {ingest.source} (resolved {ingest.source.resolve()}) "
+            f"in {config_path}; write exports there first (geopol simulate) or fix the path"
+        )
+    stage = config.stages.get("ingest")
+    if stage is None or OUT not in stage.sockets:
+        return f"stages.ingest.sockets.{OUT} is not set in {config_path}; queries have no socket"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geopol serve ingest", description=__doc__)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    configure_logging("ingest", config.logging.level, config.logging.format)
-    stage = IngestStage(config)
-    accepts = {"done": frozenset({MessageType.DONE})}
     try:
-        return StageRuntime("ingest", config, stage.handle, tick=stage.tick, accepts=accepts).run()
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    problem = refusal(config, args.config)
+    if problem is not None:
+        print(f"geopol serve ingest: {problem}", file=sys.stderr)
+        return 2
+    configure_logging("ingest", config.logging.level, config.logging.format)
+    runtime: StageRuntime  # the stage sends on the runtime's socket, opened in run()
+    stage = IngestStage(
+        config, lambda message: nonblocking_send(runtime.sockets[OUT], message, runtime.limits)
+    )
+    accepts = {"done": frozenset({MessageType.DONE})}
+    runtime = StageRuntime("ingest", config, stage.handle, tick=stage.tick, accepts=accepts)
+    stage.start_live()
+    try:
+        return runtime.run()
     finally:
-        stage.journal.close()
+        stage.close()
 
 
 if __name__ == "__main__":

@@ -409,13 +409,19 @@ def test_ingest_stage_downloads_live_exports_and_closes_their_steps(gdelt, expor
         },
         stages={"ingest": {}},
     )
-    stage = IngestStage(config)
+    sent: list = []
+
+    def send(message) -> bool:
+        sent.append(message)
+        return True
+
+    stage = IngestStage(config, send)
     thread = stage.start_live()
     snapshots: list = []
     deadline = time.monotonic() + 10
     while not snapshots and time.monotonic() < deadline:
-        routes = stage.tick(time.time())
-        snapshots += [m for _, m in routes if m.type == MessageType.SNAPSHOT]
+        stage.tick(time.time())
+        snapshots = [m for m in sent if m.type == MessageType.SNAPSHOT]
         time.sleep(0.05)
     stage.close()
     thread.join(timeout=5)
