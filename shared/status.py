@@ -1,20 +1,31 @@
-"""``geopol status``: each stage's liveness and counters, read from its Prometheus endpoint.
+"""``geopol status``: each stage's liveness and counters, and what it left on disk.
 
 A stage is ``up`` when its loop's heartbeat is recent, ``stale`` when the process answers but
-its loop has stopped beating (a stuck handler), and ``down`` when nothing answers.
+its loop has stopped beating (a stuck handler), and ``down`` when nothing answers. Under each
+stage come the files it keeps, read directly so they show even while the stage is down: for
+ingest its journal (queries pending, in flight, failed and why, done) and its quarantined
+export files; for every stage its dead letters, by reason.
+
+Only the stages the config defines are shown, and the exit code (0 only when all are up) judges
+only those with a metrics port, the one thing that can say a stage is alive.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.config import DEFAULT_CONFIG, StageConfig, load_config
+from services.ingest.file_quarantine import FileQuarantine
+from services.ingest.journal import Journal
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, StageConfig, load_config
+from shared.protocol import DeadLetterWriter
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,63 @@ def classify(stage: str, cfg: StageConfig, text: str | None, now: float) -> Stag
     )
 
 
+def healthy(rows: list[StageStatus]) -> bool:
+    """Every stage that can be judged (it has a metrics port) is up."""
+    return all(r.state == "up" for r in rows if r.state != "no-metrics")
+
+
+def journal_line(config: Config) -> str | None:
+    """The ingest journal's items by state and the reasons items failed, or None when the
+    journal was never created (opening it would create an empty one)."""
+    if not config.journal_path.is_file():
+        return None
+    journal = Journal(config.journal_path)
+    try:
+        counts, reasons = journal.counts(), journal.failure_reasons()
+    finally:
+        journal.close()
+    line = (
+        f"journal {config.ingest.dataset}: {counts['pending']} pending, "
+        f"{counts['in_flight']} in flight, {counts['failed']} failed, {counts['done']} done"
+    )
+    return line + (f" (failed: {_by_count(reasons)})" if reasons else "")
+
+
+def quarantine_line(config: Config) -> str | None:
+    """How many export files ingest quarantined as unreadable, or None when there are none."""
+    quarantine = FileQuarantine(config.quarantine_dir)
+    count = quarantine.count()
+    return f"quarantined files: {count} (records in {quarantine.directory})" if count else None
+
+
+def dead_letter_line(config: Config, stage: str) -> str | None:
+    """The stage's dead letters by reason, or None when it has none."""
+    if not config.dead_letter_dir.is_dir():  # the writer would create it
+        return None
+    path = config.dead_letter_dir / f"{stage}.jsonl"
+    writer = DeadLetterWriter(path, stage, keep=config.protocol.dead_letter_keep)  # rotated too
+    try:
+        records = writer.read()
+    except (OSError, ValueError) as exc:
+        return f"dead letters: unreadable ({writer.path}: {exc})"
+    if not records:
+        return None
+    reasons = Counter(str(r.get("reason")) for r in records)
+    return f"dead letters: {len(records)} ({_by_count(reasons)}) in {writer.path}"
+
+
+def details(config: Config, stage: str) -> list[str]:
+    """The lines shown under one stage's row."""
+    found = [journal_line(config), quarantine_line(config)] if stage == "ingest" else []
+    found.append(dead_letter_line(config, stage))
+    return [line for line in found if line is not None]
+
+
+def _by_count(counts: dict[str, int]) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "; ".join(f"{n} {reason}" for reason, n in ordered)
+
+
 def _scrape(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
@@ -68,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geopol status", description=__doc__)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config YAML")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     rows = [
         classify(name, cfg, _scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time())
         for name, cfg in config.stages.items()
@@ -82,4 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.stage:<10} {r.state:<10} {r.received:>9.0f} {r.processed:>9.0f} "
             f"{r.rejected:>9.0f}  {age}"
         )
-    return 0 if all(r.state == "up" for r in rows) else 1
+        for line in details(config, r.stage):
+            print(f"  {line}")
+    return 0 if healthy(rows) else 1

@@ -1,12 +1,22 @@
-"""`geopol status` classification from real metrics text."""
+"""`geopol status`: classification from real metrics text, and the command as a process."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
 from prometheus_client import generate_latest
 
+from services.ingest.file_quarantine import FileQuarantine
+from services.ingest.journal import Journal, WorkItem
 from shared.config import StageConfig
 from shared.metrics import StageMetrics
-from shared.status import classify
+from shared.protocol import DeadLetterWriter
+from shared.protocol.errors import DtypeError, NonFiniteError
+from shared.status import classify, healthy
 
 
 def _text(metrics: StageMetrics) -> str:
@@ -28,3 +38,70 @@ def test_up_stale_down_and_counts():
     assert classify("graph", cfg, text, now + 10).state == "stale"
     assert classify("graph", cfg, None, now).state == "down"
     assert classify("graph", StageConfig(), None, now).state == "no-metrics"
+    unjudged = classify("llm", StageConfig(), None, now)  # nothing can say it is alive
+    assert healthy([up, unjudged]) and not healthy([up, classify("graph", cfg, None, now)])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_stages(tmp_path):
+    """`geopol status` as a process: per stage its backlog and dead letters by reason, and an
+    exit code that judges only the stages this config runs."""
+    run_dir = tmp_path / "run"
+    journal = Journal(run_dir / "journal" / "SIM.sqlite")
+    journal.add(WorkItem(f"q{i}", 5, {}) for i in range(6))
+    journal.mark_sent(["q0", "q1", "q2", "q3"], 0.0)
+    journal.mark_done("q0")
+    journal.fail("q1", "cannot be sent: header too large")
+    journal.close()
+    letters = run_dir / "deadletter"
+    for stage, reason in [("graph", "non_finite"), ("graph", "non_finite"), ("graph", "dtype")]:
+        error = {"non_finite": NonFiniteError, "dtype": DtypeError}[reason]("bad frame")
+        rotating = DeadLetterWriter(letters / f"{stage}.jsonl", stage, max_bytes=1)
+        rotating.write(error, [b"x"])  # each record rotates the one before into graph.jsonl.N
+    DeadLetterWriter(letters / "relay.jsonl", "relay").write(DtypeError("old test"), [b"x"])
+    export = run_dir / "src" / "notes.csv"
+    export.parent.mkdir()
+    export.write_text("a,b\n1,2\n")
+    FileQuarantine(run_dir / "quarantine" / "SIM").add(export, ValueError("not GDELT"))
+    metrics = StageMetrics("ingest")
+    metrics.heartbeat()
+    ingest_port = _free_port()
+    server = metrics.serve(ingest_port)
+    stages = {"ingest": {"metrics_port": ingest_port, "heartbeat_s": 60.0}}
+    config = tmp_path / "status.yaml"
+    try:
+        config.write_text(
+            yaml.safe_dump({"name": "s", "paths": {"run_dir": str(run_dir)}, "stages": stages})
+        )
+        alone = _status(config)
+        stages["graph"] = {"metrics_port": _free_port()}  # nothing listens there
+        config.write_text(
+            yaml.safe_dump({"name": "s", "paths": {"run_dir": str(run_dir)}, "stages": stages})
+        )
+        both = _status(config)
+    finally:
+        server.shutdown()
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # ingest is up; nothing else runs
+    assert "journal SIM: 2 pending, 2 in flight, 1 failed, 1 done" in alone.stdout
+    assert "(failed: 1 cannot be sent: header too large)" in alone.stdout
+    assert "quarantined files: 1" in alone.stdout
+    assert "graph" not in alone.stdout and "relay" not in alone.stdout
+    assert both.returncode == 1
+    (graph_row,) = [line for line in both.stdout.splitlines() if line.startswith("graph")]
+    assert graph_row.split()[1] == "down"
+    assert "dead letters: 3 (2 non_finite; 1 dtype)" in both.stdout
+    assert "relay" not in both.stdout
