@@ -134,10 +134,10 @@ class StageRuntime:
             poller.register(sock, zmq.POLLIN)
         next_beat = 0.0
         while not self._stop.is_set():
-            now = time.time()
-            if now >= next_beat:
-                self._heartbeat(now)
-                next_beat = now + self.stage_cfg.heartbeat_s
+            beat = time.monotonic()  # a wall-clock step back must not stop the heartbeats
+            if beat >= next_beat:
+                self._heartbeat(time.time())
+                next_beat = beat + self.stage_cfg.heartbeat_s
             for sock, _ in poller.poll(self.stage_cfg.poll_ms):
                 if self._stop.is_set():
                     break
