@@ -164,7 +164,7 @@ class IngestConfig(_Section):
     own folder under the run directory instead, so the two are mutually exclusive. ``window``
     bounds the queries sent and not yet answered; one unanswered after ``resend_timeout_s`` is
     sent again, each later copy waiting twice as long, and after ``max_attempts`` copies it is
-    marked failed (see services.ingest.journal).
+    marked failed (see shared.journal).
     """
 
     dataset: str = Field(default="SIM", pattern=r"^[A-Za-z0-9_.-]+$")

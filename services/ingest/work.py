@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from services.ingest.journal import WorkItem
 from shared.ids import ids_to_frame, query_id
+from shared.journal import WorkItem
 from shared.protocol import Message, MessageType, new_message
 
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 import zmq
 
-from services.ingest.journal import Journal
 from services.ingest.simulator import WorldParams, simulate
 from shared.config import load_config
+from shared.journal import Journal
 from shared.protocol import Message, MessageType, decode, new_message
 from shared.sockets import send_message
 

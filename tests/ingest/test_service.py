@@ -13,10 +13,10 @@ import zmq
 from structlog.testing import capture_logs
 
 from services.ingest import export_ingest
-from services.ingest.journal import WorkItem
 from services.ingest.service import IngestStage, nonblocking_send
 from services.ingest.simulator import WorldParams, simulate
 from shared.config import Config, SocketConfig
+from shared.journal import WorkItem
 from shared.protocol import Limits, Message, MessageType, decode, encode, new_message
 from shared.sockets import open_socket
 

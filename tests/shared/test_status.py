@@ -11,8 +11,8 @@ import yaml
 from prometheus_client import generate_latest
 
 from services.ingest.file_quarantine import FileQuarantine
-from services.ingest.journal import Journal, WorkItem
 from shared.config import StageConfig
+from shared.journal import Journal, WorkItem
 from shared.metrics import StageMetrics
 from shared.protocol import DeadLetterWriter
 from shared.protocol.errors import DtypeError, NonFiniteError

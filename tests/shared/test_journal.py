@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from services.ingest.journal import SCHEMA_VERSION, Journal, WorkItem
+from shared.journal import SCHEMA_VERSION, Journal, WorkItem
 
 
 def items(n: int, step: int = 5, prefix: str = "q") -> list[WorkItem]:

@@ -5,6 +5,9 @@ item whose ``done`` has not come back within a timeout, and bounds how many are 
 credit window) so a slow stage is not flooded. sqlite gives atomic, durable state changes with
 no server; every change is its own committed transaction, so SIGKILL at any moment is safe.
 
+Why it lives in shared/: ingest is its only writer, but ``geopol status`` (shared/status.py)
+reads it to show the backlog, and no shared module imports a stage's folder.
+
 The rules, and why:
 
 * **In flight** means sent at least once (it left the socket) and neither done nor failed. The

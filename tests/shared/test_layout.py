@@ -1,0 +1,35 @@
+"""The house rule of DESIGN.md "Where code lives": shared/ imports no stage's folder."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# Still to move: the file-quarantine records that ``geopol status`` counts (FileQuarantine) live
+# in services/ingest/file_quarantine.py; drop this entry when they move to shared/.
+OUTSTANDING = {("status.py", "services.ingest.file_quarantine")}
+
+
+def stage_imports(path: Path) -> set[str]:
+    """The ``services.*`` modules one file imports, at any depth of its code."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name.split(".")[0] == "services")
+    return found
+
+
+def test_shared_modules_import_no_stage_folder():
+    found = {
+        (str(path.relative_to(SHARED)), module)
+        for path in sorted(SHARED.rglob("*.py"))
+        for module in stage_imports(path)
+    }
+    assert found == OUTSTANDING
