@@ -16,8 +16,9 @@ is the one reader every stage uses. Layout (all ``.npy``, memory-mapped on load)
     queries.npy        int64   [N, 4]        subject, relation, object, t (t in store steps)
     manifest.json      protocol, K, T, d, graph artifact, dataset, split, counts, file hashes
 
-The manifest is written last (the commit point); :func:`load_export` checks it and every file
-(size, sha256, dtype, shape) before anything is used.
+The manifest is written last (the commit point); :func:`load_export` checks it (the fields it
+reads, and that each listed file is a plain name inside the folder) and every file (size, sha256,
+dtype, shape) before anything is used.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from shared.atomic import atomic_write_text
-from shared.manifest import file_sha256, read_json
+from shared.manifest import Fields, file_sha256, read_json
 
 KIND = "graph-embeddings"
 FORMAT_VERSION = 2
@@ -81,40 +82,51 @@ class ExportedSplit:
 
 
 def load_export(directory: Path) -> ExportedSplit:
-    """Check the manifest and every file (size, sha256, dtype, shape), then map the arrays."""
+    """Check the manifest and every file (size, sha256, dtype, shape), then map the arrays.
+
+    A manifest field the reader uses that is missing or mistyped, and a listed file name that is
+    not a plain name inside ``directory``, is an :class:`ExportError` naming the field."""
     directory = Path(directory)
-    manifest = read_json(directory / MANIFEST, f"embedding export {directory}", ExportError)
+    what = f"embedding export {directory}"
+    manifest = read_json(directory / MANIFEST, what, ExportError)
     found = (manifest.get("kind"), manifest.get("format_version"))
     if found != (KIND, FORMAT_VERSION):
         raise ExportError(
-            f"embedding export {directory}: {MANIFEST} is {found}, expected {(KIND, FORMAT_VERSION)}"
+            f"{what}: {MANIFEST} is {found}, expected {(KIND, FORMAT_VERSION)}"
             " (re-export it with `geopol export embeddings`)"
         )
+    fields_ = Fields(manifest, MANIFEST, what, ExportError)
+    for name in ("num_candidates", "steps", "dim"):
+        fields_.get(name, int)
+    files = fields_.section("files")
     expected = set(array_layout(1, 1, 1))
-    listed = set(manifest.get("files", {}))
+    listed = set(files.document)
     if listed != expected:
-        raise ExportError(
-            f"embedding export {directory}: {MANIFEST} lists {sorted(listed)}, "
-            f"expected {sorted(expected)}"
-        )
-    arrays = {name: _checked_array(directory, entry) for name, entry in manifest["files"].items()}
+        raise ExportError(f"{what}: {MANIFEST} lists {sorted(listed)}, expected {sorted(expected)}")
+    arrays = {name: _checked_array(directory, files.section(name)) for name in files.document}
     return ExportedSplit(manifest, arrays)
 
 
-def _checked_array(directory: Path, entry: dict[str, Any]) -> np.ndarray:
-    path = directory / entry["file"]
+def _checked_array(directory: Path, entry: Fields) -> np.ndarray:
+    path = entry.file(directory, "file")
+    size, sha, dtype, shape = (
+        entry.get("bytes", int),
+        entry.get("sha256", str),
+        entry.get("dtype", str),
+        entry.get("shape", list),
+    )
     if not path.is_file():
-        raise ExportError(f"embedding export {directory}: missing {entry['file']}")
-    if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
+        raise ExportError(f"{entry.what}: missing {path.name}")
+    if path.stat().st_size != size or file_sha256(path) != sha:
         raise ExportError(
-            f"embedding export {directory}: {entry['file']} differs from {MANIFEST} "
-            "(size or sha256): changed after export"
+            f"{entry.what}: {path.name} differs from {MANIFEST} (size or sha256): "
+            "changed after export"
         )
     array = np.load(path, mmap_mode="r", allow_pickle=False)
-    if str(array.dtype) != entry["dtype"] or list(array.shape) != entry["shape"]:
+    if str(array.dtype) != dtype or list(array.shape) != shape:
         raise ExportError(
-            f"embedding export {directory}: {entry['file']} is {array.dtype}{list(array.shape)}, "
-            f"{MANIFEST} says {entry['dtype']}{entry['shape']}"
+            f"{entry.what}: {path.name} is {array.dtype}{list(array.shape)}, "
+            f"{MANIFEST} says {dtype}{shape}"
         )
     return array
 

@@ -6,8 +6,10 @@ Layout::
     params.safetensors        params and batch-norm statistics, flattened to named float32 arrays
     static_graph.safetensors  the entity-word triples (only when the static graph is used)
 
-:func:`load` reads and checks the manifest first: kind and format, then the counts and dims the
-caller expects, then that each listed file exists and has its recorded size and sha256. Only then
+:func:`load` reads and checks the manifest first: kind and format, the fields and types it reads
+(a malformed manifest is refused, never a KeyError), that each listed file name is a plain name
+inside the directory (shared.manifest.member), then the counts and dims the caller expects, then
+that each listed file exists and has its recorded size and sha256. Only then
 are the tensors parsed, and each is checked against the shape the manifest recorded. A failure
 raises :class:`ArtifactError` naming the field and both values. :func:`save` removes an old
 manifest before writing and writes the new one last, so a save cut short leaves a directory that
@@ -30,7 +32,7 @@ from safetensors import numpy as st_numpy
 
 from services.graph.config import ModelConfig
 from shared.atomic import atomic_write_bytes
-from shared.manifest import read_json, read_with_sha256
+from shared.manifest import Fields, member, read_json, read_with_sha256
 
 KIND = "regcn"
 FORMAT_VERSION = 1
@@ -114,10 +116,32 @@ def save(
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The parsed manifest, after checking it is a RE-GCN artifact of a known format."""
-    manifest = read_json(Path(directory) / MANIFEST, f"graph artifact {directory}", ArtifactError)
+    """The parsed manifest, after checking it is a RE-GCN artifact of a known format whose
+    sections have the fields and types every reader of it uses (``config``, ``train_config``,
+    ``dims``, ``files``, ``data``): a malformed one is an :class:`ArtifactError` naming the field,
+    so no caller meets a KeyError."""
+    what = f"graph artifact {directory}"
+    manifest = read_json(Path(directory) / MANIFEST, what, ArtifactError)
+    fields_ = Fields(manifest, MANIFEST, what, ArtifactError)
     _require(directory, "kind", manifest.get("kind"), KIND)
     _require(directory, "format_version", manifest.get("format_version"), FORMAT_VERSION)
+    fields_.get("config", dict)
+    fields_.get("train_config", dict)
+    dims = fields_.section("dims")
+    for name in ("num_entities", "num_relations", "dim"):
+        dims.get(name, int)
+    dims.get("tensors", dict)
+    files = fields_.section("files")
+    for name in files.document:
+        member(Path(directory), name, MANIFEST, "files", what, ArtifactError)
+        entry = files.section(name)
+        entry.get("sha256", str)
+        entry.get("bytes", int)
+    data = fields_.section("data")
+    for name in ("num_entities", "num_relations", "cutoff_t"):
+        data.get(name, int)
+    for name in ("dataset", "entities_sha256", "relations_sha256"):
+        data.get(name, str)
     return manifest
 
 
@@ -138,7 +162,7 @@ def load(
         ("dim", dim),
     ):
         if expected is not None:
-            _require(directory, field_name, dims.get(field_name), expected)
+            _require(directory, field_name, dims[field_name], expected)
     model_config = _model_config(directory, manifest["config"])
     payloads = {
         name: _read_checked(directory, name, entry) for name, entry in manifest["files"].items()
@@ -179,7 +203,8 @@ def _model_config(directory: Path, raw: dict[str, Any]) -> ModelConfig:
 
 
 def _read_checked(directory: Path, name: str, entry: dict[str, Any]) -> bytes:
-    """The file's bytes, refused when missing or when its size or sha256 differs from the manifest."""
+    """The file's bytes, refused when missing or when its size or sha256 differs from the manifest.
+    ``name`` and ``entry`` were checked by :func:`read_manifest` (a plain name, typed fields)."""
     path = directory / name
     if not path.is_file():
         raise ArtifactError(f"graph artifact {directory}: missing file {name} listed in {MANIFEST}")

@@ -17,7 +17,9 @@ Layout, inside the artifact folder (the artifact loader ignores it)::
 A save writes the new state file beside the old one, then replaces progress.json atomically,
 then removes the old state file: a process killed at any point leaves a checkpoint that loads.
 
-No pickle: arrays go to safetensors, everything else to JSON. :func:`load` refuses a checkpoint
+No pickle: arrays go to safetensors, everything else to JSON. A progress file with a missing,
+unknown or mistyped field, or whose state file is not a plain name inside the checkpoint folder,
+is a :class:`CheckpointError` naming the field. :func:`load` refuses a checkpoint
 of other data or other settings (only ``epochs`` and ``patience`` may change between legs),
 one whose state file changed after saving, and one whose arrays do not match the shapes and
 dtypes of the state the trainer built, each with a message naming the field and both values.
@@ -37,7 +39,7 @@ from safetensors import numpy as st_numpy
 
 from services.graph.config import differences
 from shared.atomic import atomic_write_bytes
-from shared.manifest import read_json, read_with_sha256
+from shared.manifest import Fields, read_json, read_with_sha256
 
 DIRECTORY = "checkpoint"
 PROGRESS_FILE = "progress.json"
@@ -204,13 +206,47 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+_PROGRESS_TYPES: dict[str, type | tuple[type, ...]] = {
+    "state_file": str,
+    "state_sha256": str,
+    "model_config": dict,
+    "train_config": dict,
+    "data": dict,
+    "shuffler_state": dict,
+    "epochs_done": int,
+    "best_mrr": (int, float),
+    "best_epoch": int,
+    "best_valid": dict,
+    "records": list,
+    "finished": bool,
+}
+"""Every field of progress.json and its JSON type: what :func:`load` and ``geopol eval`` read."""
+
+
 def _read_progress(directory: Path) -> dict[str, Any]:
-    document = read_json(directory / PROGRESS_FILE, f"checkpoint {directory}", CheckpointError)
+    """progress.json after checking its format, that it holds exactly the known fields with
+    their types, and that its state file is a plain name inside the checkpoint folder."""
+    what = f"checkpoint {directory}"
+    document = read_json(directory / PROGRESS_FILE, what, CheckpointError)
     if document.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {directory}: format_version is {document.get('format_version')!r} "
+            f"{what}: format_version is {document.get('format_version')!r} "
             f"but {FORMAT_VERSION} is expected"
         )
+    unknown = sorted(set(document) - set(_PROGRESS_TYPES) - {"format_version"})
+    if unknown:
+        raise CheckpointError(f"{what}: {PROGRESS_FILE} has unknown fields {unknown}")
+    fields_ = Fields(document, PROGRESS_FILE, what, CheckpointError)
+    for name, kind in _PROGRESS_TYPES.items():
+        fields_.get(name, kind)
+    fields_.file(directory, "state_file")
+    train = fields_.section("train_config")
+    for name in ("epochs", "patience", "seed"):
+        train.get(name, int)
+    model = fields_.section("model_config")
+    for name in ("history", "dim", "num_blocks"):
+        model.get(name, int)
+    model.get("use_static", bool)
     return document
 
 
