@@ -9,6 +9,7 @@ Layout under ``root``::
     ingested.jsonl                    the commit log: one line per ingested source
     stats/<id>.json                   statistics of each ingest
     pending.json                      intent record of an ingest in progress (absent when idle)
+    closed.json                       the newest closed step (absent until a step closes)
 
 Crash safety: the line in ``ingested.jsonl`` is the commit point of an ingest. It records the
 vocabulary sizes and the event-id count after that ingest, so everything written before it is
@@ -21,6 +22,22 @@ either invisible or rolled back until it lands:
 
 A rerun of a crashed ingest therefore starts from exactly the committed state and writes each row
 once. Writers serialise on an ``flock``; readers need no lock.
+
+Closed steps: late rows for a closed step are refused. When a time step closes, the ingest stage
+first closes the store through that step (:meth:`EventStore.close_through`), then emits the
+step's snapshot and the next step's queries. From then on the store refuses any row for that step
+or an earlier one, a step that had no rows included (:class:`ClosedStepError`); the ingest stage
+splits such rows off first (:meth:`EventStore.split_closed`) and writes them to the quarantine
+with the reason ``step_closed``. So the facts of every step before a query's step are fixed
+before the query exists, and the graph's history for a query is the same whether it was built
+from snapshot messages, rebuilt from the store after a restart, or built again for a re-sent
+query: a middle stage answers the same id the same way (DESIGN.md invariant 1). Re-emitting a
+corrected snapshot was rejected because an id answered before the correction and re-sent after
+it would get another answer, and which one is published would depend on which copy was lost.
+The cost: with ``time_field: sqldate`` (an event's own date) GDELT's later reports of older
+events are refused; with ``dateadded`` a row's step is when GDELT added it, so only a file that
+arrives out of order is. A store no step of which was ever closed (a benchmark, ``geopol
+ingest``) takes rows for any step, as before.
 
 Columns added later: ``source_url`` (the article a GDELT event was coded from) came after the first
 stores were written, so older parts lack it. Readers scan with the full ``STORED_SCHEMA`` and
@@ -110,6 +127,10 @@ class DiskFloorError(StoreError):
     """Free disk under the store is below the configured floor; nothing was written."""
 
 
+class ClosedStepError(StoreError):
+    """A batch holds rows for a step the store was closed through; nothing was written."""
+
+
 @dataclass(frozen=True)
 class KeyLabels:
     """Human labels for entity/relation keys.
@@ -185,6 +206,10 @@ class EventStore:
     @property
     def _pending_path(self) -> Path:
         return self.root / "pending.json"
+
+    @property
+    def _closed_path(self) -> Path:
+        return self.root / "closed.json"
 
     @property
     def _event_ids_path(self) -> Path:
@@ -319,7 +344,58 @@ class EventStore:
             self._recover()
             if source_sha256 in self._state.shas:
                 return self._skip(batch, source, source_sha256, counts)
+            self._refuse_closed(batch, source)
             return self._ingest(batch, source, source_sha256, labels or KeyLabels(), counts)
+
+    @property
+    def closed_through(self) -> int | None:
+        """The newest closed step (every step up to it is closed), or None before the first.
+
+        Read from disk each time: another process (the ingest stage) may close a step.
+        """
+        if not self._closed_path.exists():
+            return None
+        through = _read_json(self._closed_path).get("through")
+        if not isinstance(through, int) or isinstance(through, bool) or through < 0:
+            raise StoreError(f"{self._closed_path}: 'through' must be a step >= 0, got {through!r}")
+        return through
+
+    def close_through(self, step: int) -> None:
+        """Close every step up to ``step``: no row for one of them is stored from now on.
+
+        Durable before it returns, and never moves back, so a replayed close of an older step
+        changes nothing. See "Closed steps" in the module docstring for why.
+        """
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be >= 0, got {step!r}")
+        with self._write_lock():
+            current = self.closed_through
+            if current is not None and current >= step:
+                return
+            closed = datetime.now(UTC).isoformat(timespec="seconds")
+            _write_json(self._closed_path, {"through": step, "time": closed})
+
+    def split_closed(self, quads: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``quads`` as (rows of open steps, rows of closed steps), for a caller that keeps the
+        open ones and quarantines the rest instead of having ``append`` refuse the batch."""
+        through = self.closed_through
+        late = pl.col("t") <= through if through is not None else pl.lit(False)
+        return quads.filter(~late), quads.filter(late)
+
+    def _refuse_closed(self, batch: pl.DataFrame, source: str) -> None:
+        """Raise ClosedStepError when the batch holds a row for a closed step (under the lock,
+        so no step closes between this check and the commit)."""
+        through = self.closed_through
+        if through is None:
+            return
+        late = batch.filter(pl.col("t") <= through)["t"]
+        if late.len():
+            steps = late.unique().sort().to_list()
+            raise ClosedStepError(
+                f"source {source!r}: {late.len()} rows for steps {steps[:10]}"
+                f"{' ...' if len(steps) > 10 else ''}, and the store is closed through {through}; "
+                "split them off with split_closed"
+            )
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:

@@ -1,4 +1,5 @@
-"""The work-item journal: one row per forecast query, ``pending -> done | failed``, in sqlite.
+"""The work-item journal: one row per forecast query, ``pending -> done | failed``, and the
+closed time steps with their snapshots still to send, in sqlite.
 
 It is what makes the pipeline lose nothing (DESIGN.md invariant 1): ingest re-sends a pending
 item whose ``done`` has not come back within a timeout, and bounds how many are in flight (a
@@ -25,6 +26,11 @@ The rules, and why:
   so :meth:`Journal.resume` counts the sends of an earlier process as made at its start: after a
   restart an unanswered item keeps its attempts and is re-sent one (backed-off) timeout later.
   ``created``, ``done_at`` and ``failed_at`` are wall-clock, for ordering and for people.
+* **Snapshots** are journaled with their step: closing a step records it with no ``sent_at``,
+  and :meth:`Journal.finish_snapshot` sets that once the snapshot has left the socket. So a
+  process that dies with a snapshot unsent sends it after its restart, rebuilt from the event
+  store, which no longer changes a closed step (see "Closed steps" in shared/event_store.py).
+  Only the step is kept, not the message: the store holds its facts.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the current layout; 0 is the first one (no ``failed`` state)."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the current layout; 0 is the first one (no ``failed`` state), 1
+the second (no ``closed_steps.sent_at``)."""
 
 _ITEMS = """
 CREATE TABLE IF NOT EXISTS items (
@@ -58,7 +65,11 @@ CREATE TABLE IF NOT EXISTS items (
 _SCHEMA = f"""
 {_ITEMS}
 CREATE INDEX IF NOT EXISTS items_pending ON items (state, sent_at);
-CREATE TABLE IF NOT EXISTS closed_steps (step INTEGER PRIMARY KEY, closed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS closed_steps (
+    step      INTEGER PRIMARY KEY,
+    closed_at REAL NOT NULL,
+    sent_at   REAL
+);
 """
 _V0_COLUMNS = "id, step, meta, state, created, sent_at, attempts, done_at"
 _ORDER = "ORDER BY step, created, id"
@@ -202,7 +213,9 @@ class Journal:
         return dict(rows)
 
     def close_step(self, step: int, now: float | None = None) -> bool:
-        """Remember that ``step`` was closed (its snapshot and next queries emitted)."""
+        """Remember that ``step`` was closed (its next queries journaled), its snapshot unsent.
+
+        False when it was closed before."""
         now = time.time() if now is None else now
         with self._transaction():
             cur = self._db.execute(
@@ -213,16 +226,30 @@ class Journal:
     def closed_steps(self) -> set[int]:
         return {s for (s,) in self._db.execute("SELECT step FROM closed_steps")}
 
+    def unsent_snapshots(self) -> list[int]:
+        """Closed steps whose snapshot has not left yet, oldest first (the order to send)."""
+        rows = self._db.execute("SELECT step FROM closed_steps WHERE sent_at IS NULL ORDER BY step")
+        return [s for (s,) in rows]
+
+    def finish_snapshot(self, step: int, now: float | None = None) -> None:
+        """Record that the snapshot of ``step`` left the socket, or can never be encoded (the
+        graph stage then reads the step from the store); a later copy changes nothing."""
+        now = time.time() if now is None else now
+        with self._transaction():
+            self._db.execute(
+                "UPDATE closed_steps SET sent_at=? WHERE step=? AND sent_at IS NULL", (now, step)
+            )
+
     def _upgrade(self) -> None:
-        """Create the tables, or rebuild a version-0 ``items`` table (its CHECK constraint
-        allows no ``failed`` state, and sqlite cannot alter a constraint in place)."""
+        """Create the tables, or bring an older layout up to date: a version-0 ``items`` table
+        is rebuilt (its CHECK constraint allows no ``failed`` state, and sqlite cannot alter a
+        constraint in place); ``closed_steps`` before version 2 gains ``sent_at``, set for every
+        step, because the process that closed them handed their snapshots on (and a graph that
+        missed one reads the step from the store)."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        exists = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='items'"
-        ).fetchone()
-        if exists:
+        if version < 1 and self._has_table("items"):
             self._db.execute("DROP INDEX IF EXISTS items_pending")
             self._db.execute("ALTER TABLE items RENAME TO items_v0")
             self._db.execute(_ITEMS)
@@ -230,9 +257,18 @@ class Journal:
                 f"INSERT INTO items ({_V0_COLUMNS}) SELECT {_V0_COLUMNS} FROM items_v0"
             )
             self._db.execute("DROP TABLE items_v0")
+        if version < 2 and self._has_table("closed_steps"):
+            self._db.execute("ALTER TABLE closed_steps ADD COLUMN sent_at REAL")
+            self._db.execute("UPDATE closed_steps SET sent_at=closed_at")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _has_table(self, name: str) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+        ).fetchone()
+        return found is not None
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -8,8 +8,12 @@ snapshots (at least :data:`MCQ_LOOKBACK`, the steps the tgl-mcq negatives are dr
 The window also knows its ``horizon``: every step up to it has been seen (as a snapshot message or
 read from the event store), so a query for ``horizon + 1`` can be answered from the window alone.
 When a snapshot message was missed, or on start when the window is empty, it rebuilds itself from
-the store. Snapshots are kept unpadded (a few arrays of edge ids); :meth:`RecentWindow.histories`
-pads them to one bucket when the embeddings are computed, which happens once per window state.
+the store. Both ways give the same facts because the store refuses late rows for a closed step
+(see "Closed steps" in shared/event_store.py): a step's rows are fixed before its snapshot is
+sent, so what the horizon covers never changes afterwards.
+
+Snapshots are kept unpadded (a few arrays of edge ids); :meth:`RecentWindow.histories` pads them
+to one bucket when the embeddings are computed, which happens once per window state.
 
 Facts naming an entity or relation the model was not trained on (the live vocabulary grows) are
 dropped: the model has no embedding for them.

@@ -15,6 +15,14 @@ whose history the window lacks (snapshot missed, or a fresh start) rebuilds the 
 store first; a late query the window has moved past is answered from a separate history built
 from the store, never from facts at or after its step.
 
+That holds because late rows for a closed step are refused (the decision, and why, is "Closed
+steps" in shared/event_store.py): ingest closes the store through a step before it sends the
+step's snapshot or the next step's queries, so every step before a query's step says in the store
+what its snapshot said, for good. A window fed by snapshots, one rebuilt from the store after a
+restart and one built for a re-sent query therefore hold the same facts, and a snapshot at or
+before the horizon (a copy sent again after an ingest restart, or one that arrives after a
+rebuild covered its step) carries nothing new and is skipped.
+
 This module imports no JAX: ``main`` sets the memory budget (``jax_env.configure``, invariant 3)
 before the JAX modules are imported in :func:`build_stage`, and :class:`GraphStage` only calls
 methods of the model and window it is given.
@@ -79,6 +87,8 @@ class GraphStage:
 
     # -- snapshots -------------------------------------------------------------------------
     def _on_snapshot(self, message: Message) -> None:
+        """Advance the window; a snapshot at or before the horizon is already held (see the
+        module docstring: a closed step never changes in the store)."""
         step = _int_meta(message.meta, "step")
         triples = _snapshot_triples(message)
         horizon = self.window.horizon

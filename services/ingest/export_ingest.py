@@ -6,6 +6,10 @@ skipped before they are parsed, and a file that cannot be read at all is quarant
 (``file_quarantine``) instead of stopping the run. The file is read once: the bytes that are
 hashed are the bytes that are parsed, and only the columns the mapping uses are built (every row
 is still checked).
+
+Rows for a step the store is closed through are refused (late rows for a closed step never
+change it; see "Closed steps" in ``shared/event_store.py``): they go to
+``QUARANTINE_DIR/NAME.step_closed.jsonl`` with the reason, and the file's other rows are stored.
 """
 
 from __future__ import annotations
@@ -65,6 +69,28 @@ def _write_quarantine(rows: pl.DataFrame, quarantine_dir: Path, source: str) -> 
     return path
 
 
+STEP_CLOSED = "step_closed"
+"""Reason code of a row refused because its step was closed (its snapshot already emitted)."""
+
+
+def _refuse_closed(
+    quads: pl.DataFrame, store: EventStore, quarantine_dir: Path, source: str
+) -> tuple[pl.DataFrame, int]:
+    """The rows of open steps, and how many rows of closed steps went to the quarantine."""
+    kept, late = store.split_closed(quads)
+    if late.height:
+        detail = pl.format("step {} is closed (through {})", "t", pl.lit(store.closed_through))
+        rows = late.select(
+            pl.lit(source).alias("source"), pl.lit(STEP_CLOSED).alias("reason"),
+            detail.alias("detail"), pl.all(),
+        )  # fmt: skip
+        path = quarantine_dir / f"{source}.{STEP_CLOSED}.jsonl"
+        quarantine_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, rows.write_ndjson)
+        log.warning("rows_refused", source=source, file=str(path), **{STEP_CLOSED: late.height})
+    return kept, late.height
+
+
 def ingest_file(
     path: Path,
     store: EventStore,
@@ -84,16 +110,18 @@ def ingest_file(
         where = _write_quarantine(read.quarantine, quarantine_dir, path.name)
         log.warning("rows_quarantined", source=path.name, file=str(where), **read.quarantined)
     mapped = to_quadruples(read.rows, cfg)
+    quads, refused = _refuse_closed(mapped.quads, store, quarantine_dir, path.name)
     read_stats = {
         "rows_read": read.rows_read,
         **{f"quarantined_{k}": v for k, v in read.quarantined.items()},
         **{f"filtered_{k}": v for k, v in mapped.dropped.items()},
+        **({f"refused_{STEP_CLOSED}": refused} if refused else {}),
     }
     return store.append(
-        mapped.quads,
+        quads,
         source=path.name,
         source_sha256=sha,
-        labels=_labels(mapped.quads, cfg),
+        labels=_labels(quads, cfg),
         read_stats=read_stats,
     )
 

@@ -12,6 +12,14 @@ counted in flight while it was not (its timeout running, its attempts used up wh
 is down) or queued a second time. The journal is this stage's durable outbox; a query the
 socket does not take now simply stays due, and snapshots wait, in order, in front of them.
 
+Late rows for a closed step are refused (the decision, and why, is "Closed steps" in
+shared/event_store.py): closing a step closes the event store through it first, so the facts
+the snapshot carries are the facts the store will always hold for that step, and only then
+journals the next step's queries and the step with its snapshot unsent. The snapshot is built
+again from the store whenever it has not left yet, after a restart too; a graph stage fed by
+snapshots and one rebuilt from the store therefore hold the same history. Rows a later file
+brings for a closed step go to the quarantine with the reason ``step_closed``.
+
 Unreadable export files are quarantined (``file_quarantine``) and a full disk pauses reading
 for ``DISK_RETRY_S``; neither stops the stage, which keeps answering and re-sending meanwhile.
 """
@@ -22,10 +30,10 @@ import argparse
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from services.ingest.export_ingest import ingest_unless_quarantined
@@ -84,8 +92,11 @@ class IngestStage:
         self.send = send
         self.clock = clock
         self.journal.resume(clock())
+        closed = self.journal.closed_steps()
+        if closed:  # the store is closed through every closed step (one written before it was)
+            self.store.close_through(max(closed))
         self._seen_files: set[str] = set()
-        self._snapshots: deque[Message] = deque()
+        self._snapshots: dict[int, Message] = {}  # built and not yet sent, by step
         self._read_after = 0.0
         self._source = config.download_dir if self.settings.live else self.settings.source
         self._stop_live = threading.Event()
@@ -139,7 +150,7 @@ class IngestStage:
         now = self.clock()
         if now >= self._read_after:
             self._ingest_new_files(now)
-        self._snapshots.extend(self._close_steps())
+        self._close_steps()
         if self._send_snapshots():
             self._send_due(now)
         return []
@@ -162,35 +173,46 @@ class IngestStage:
             if not self.quarantine.holds(path):  # a quarantined file is looked at again later
                 self._seen_files.add(path.name)
 
-    def _close_steps(self) -> list[Message]:
-        snapshots: list[Message] = []
+    def _close_steps(self) -> None:
+        """Close finished steps, oldest first: the store, then the queries, then the journal.
+
+        A crash between any two leaves a step the next tick closes again with the same facts:
+        closing the store is idempotent and adding queries ignores ids already journaled.
+        """
         dataset = self.settings.dataset
         for step in steps_to_close(
             self.store.steps(), self.journal.closed_steps(), self._close_latest
         ):
+            self.store.close_through(step)
             triples = self.store.snapshot(step)
-            snapshots.append(
-                snapshot_message(
-                    dataset, step, triples, self.store.num_entities, self.store.num_relations
-                )
-            )
+            self._snapshots[step] = self._snapshot(step, triples)
             added = self.journal.add(
                 next_queries(dataset, step, triples, self.settings.queries_per_step)
             )
             self.journal.close_step(step)
             log.info("step_closed", step=step, facts=len(triples), queries=added)
-        return snapshots
+
+    def _snapshot(self, step: int, triples: np.ndarray) -> Message:
+        store = self.store
+        return snapshot_message(
+            self.settings.dataset, step, triples, store.num_entities, store.num_relations
+        )
 
     def _send_snapshots(self) -> bool:
-        """Send waiting snapshots in order; True when none is left waiting (queries may go)."""
-        while self._snapshots:
-            snapshot = self._snapshots[0]
+        """Send the journal's unsent snapshots in order; True when none is left (queries may
+        go). One not built in this process (it died with it unsent) is built from the store."""
+        for step in self.journal.unsent_snapshots():
+            snapshot = self._snapshots.get(step)
+            if snapshot is None:
+                snapshot = self._snapshot(step, self.store.snapshot(step))
             try:
                 if not self.send(snapshot):
+                    self._snapshots[step] = snapshot  # kept, not read from the store every tick
                     return False
             except ValueError as exc:  # can never be encoded: waiting would block every query
                 log.error("snapshot_unsendable", msg_id=snapshot.id, error=str(exc))
-            self._snapshots.popleft()
+            self.journal.finish_snapshot(step)
+            self._snapshots.pop(step, None)
         return True
 
     def _send_due(self, now: float) -> None:

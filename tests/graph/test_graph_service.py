@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from services.graph import embeddings
@@ -18,6 +19,7 @@ from services.graph.history import RecentWindow
 from services.graph.service import GraphStage, check_vocabulary
 from services.ingest.work import snapshot_message
 from shared.embedding_export import load_export
+from shared.event_store import QUAD_SCHEMA, ClosedStepError
 from shared.graph_frames import FRAME_NAMES, candidate_ids, check_frames
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
@@ -159,6 +161,55 @@ def test_a_late_query_never_sees_its_own_step_or_later(graph_model, tiny, store)
     for sent, expected in zip(reply.frames, frames, strict=True):
         np.testing.assert_allclose(sent, expected, rtol=1e-6)
     assert stage.window.snapshot_steps == [5, 6, 7, 8]  # the live window is left as it was
+
+
+def quads(tiny, facts: np.ndarray) -> pl.DataFrame:
+    """``(s, r, o, t)`` id rows as a batch in the reader contract, keys as the store names them."""
+    return pl.DataFrame(
+        {
+            "event_id": [None] * len(facts),
+            "subject": [tiny.entity_names[s] for s in facts[:, 0]],
+            "relation": [tiny.relation_names[r] for r in facts[:, 1]],
+            "object": [tiny.entity_names[o] for o in facts[:, 2]],
+            "t": facts[:, 3].tolist(),
+            "goldstein": [None] * len(facts),
+            "num_mentions": [None] * len(facts),
+            "quad_class": [None] * len(facts),
+        },
+        schema=QUAD_SCHEMA,
+    )
+
+
+def test_late_rows_for_closed_steps_change_no_answer_of_a_running_or_a_restarted_graph(
+    graph_model, tiny, store
+) -> None:
+    """Issue 9, item 7: rows for steps already closed arrive after a query was answered (and
+    the last snapshot comes again, as after an ingest restart). The store refuses them, so the
+    re-sent query gets the same EMBEDDINGS from the graph that kept running and from one
+    rebuilt from the store, bit for bit."""
+    tiny.append_steps(store, range(6))
+    running = make_stage(graph_model, tiny, store)
+    for t in range(6):  # as ingest closes a step: the store first, then the snapshot
+        store.close_through(t)
+        running.handle("queries", snapshot(tiny, t))
+    [(_, first)] = running.handle("queries", query(6, 3, 1))
+
+    late = np.array([[3, 1, 7, 5], [7, 2, 3, 5], [1, 0, 3, 2], [3, 1, 2, 6]], dtype=np.int64)
+    with pytest.raises(ClosedStepError, match=r"steps \[2, 5\]"):
+        store.append(quads(tiny, late), source="late", source_sha256="a" * 64)
+    open_rows, refused = store.split_closed(quads(tiny, late))  # what ingest then stores
+    assert refused.height == 3
+    store.append(open_rows, source="late", source_sha256="a" * 64)
+    running.handle("queries", snapshot(tiny, 5))
+
+    [(_, again)] = running.handle("queries", query(6, 3, 1, attempt=2))
+    restarted = make_stage(graph_model, tiny, tiny.open_store(store.root))
+    [(_, rebuilt)] = restarted.handle("queries", query(6, 3, 1, attempt=2))
+    for reply in (again, rebuilt):
+        assert reply.meta["candidates"] == first.meta["candidates"]
+        assert reply.meta["data_cutoff"] == first.meta["data_cutoff"] == 5
+        for got, expected in zip(reply.frames, first.frames, strict=True):
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_a_query_outside_the_artifact_vocabulary_is_refused(graph_model, tiny, store) -> None:

@@ -8,6 +8,8 @@ import zipfile
 from collections import Counter
 from datetime import UTC, datetime
 
+import numpy as np
+import polars as pl
 import pytest
 import zmq
 from structlog.testing import capture_logs
@@ -16,6 +18,7 @@ from services.ingest import export_ingest
 from services.ingest.service import IngestStage, nonblocking_send
 from services.ingest.simulator import WorldParams, simulate
 from shared.config import Config, SocketConfig
+from shared.ids import frame_to_ids
 from shared.journal import WorkItem
 from shared.protocol import Limits, Message, MessageType, decode, encode, new_message
 from shared.sockets import open_socket
@@ -298,3 +301,68 @@ def test_a_full_disk_pauses_reading_but_not_sending(tmp_path, sim):
     stage.tick(0.0)
     assert len(stage.store.steps()) == 3
     assert [m.type for m in wire.take()].count(MessageType.SNAPSHOT) == 3
+
+
+def _reissued(export, id_offset: int, dateadded: str | None = None) -> str:
+    """The rows of ``export`` as new events (other ids), optionally added at another time."""
+    lines = []
+    for line in export.read_text().splitlines():
+        fields = line.split("\t")
+        fields[0] = str(int(fields[0]) + id_offset)
+        if dateadded is not None:
+            fields[-2] = dateadded  # DATEADDED, before SOURCEURL
+        lines.append("\t".join(fields))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def test_late_rows_for_a_closed_step_are_quarantined_with_their_reason(tmp_path, sim):
+    """Issue 9, item 7: a file bringing rows for a closed step leaves that step as its
+    snapshot said (the refused rows go to the quarantine with the reason); its rows for an open
+    step are stored, and only that step's snapshot is sent."""
+    wire = Wire()
+    stage = IngestStage(_config(tmp_path, sim), wire.send, Clock())
+    stage.tick(0.0)
+    closed = stage.store.steps()
+    snapshots = {t: stage.store.snapshot(t) for t in closed}
+    exports = sorted(sim.glob("*.export.CSV"))
+    late = _reissued(exports[0], 10**8) + _reissued(exports[2], 2 * 10**8, "20240101004500")
+    late_file = sim / "20240101004500.export.CSV"
+    late_file.write_text(late)
+    wire.take()
+    with capture_logs() as logs:
+        stage.tick(0.0)
+    for t in closed:
+        np.testing.assert_array_equal(stage.store.snapshot(t), snapshots[t])
+    (new_step,) = set(stage.store.steps()) - set(closed)
+    sent = [m.meta["step"] for m in wire.take() if m.type == MessageType.SNAPSHOT]
+    assert sent == [new_step]
+    refused = pl.read_ndjson(stage.config.quarantine_dir / f"{late_file.name}.step_closed.jsonl")
+    assert refused.height == len(snapshots[closed[0]])  # the same rows, new event ids
+    assert set(refused["t"]) == {closed[0]} and set(refused["reason"]) == {"step_closed"}
+    assert set(refused["detail"]) == {f"step {closed[0]} is closed (through {closed[-1]})"}
+    (event,) = [e for e in logs if e["event"] == "rows_refused"]
+    assert (event["source"], event["step_closed"]) == (late_file.name, refused.height)
+
+
+def test_a_snapshot_still_waiting_when_ingest_dies_is_sent_after_the_restart(tmp_path, sim):
+    """Issue 9, item 7: close_step is journaled with its snapshot, so a stage that dies with
+    the snapshot unsent sends it, in order and before the next step's queries, once back."""
+    wire = Wire()
+    wire.open = False  # no graph attached: nothing leaves
+    first = IngestStage(_config(tmp_path, sim), wire.send, Clock())
+    first.tick(0.0)
+    steps = first.store.steps()
+    assert first.journal.closed_steps() == set(steps)
+    first.close()  # dies; only the journal and the store remain
+    wire.open = True
+    again = IngestStage(_config(tmp_path, sim), wire.send, Clock())
+    again.tick(0.0)
+    sent = wire.take()
+    assert [m.meta["step"] for m in sent[:3]] == steps
+    assert [m.type for m in sent] == [MessageType.SNAPSHOT] * 3 + [MessageType.QUERY] * 8
+    for message in sent[:3]:
+        np.testing.assert_array_equal(
+            frame_to_ids(message.frames[0]), again.store.snapshot(message.meta["step"])
+        )
+    again.tick(0.0)
+    assert wire.take() == []

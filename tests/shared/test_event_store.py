@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from shared import event_store as store_module
 from shared.event_store import (
     STORED_SCHEMA,
+    ClosedStepError,
     DiskFloorError,
     EventStore,
     IngestStats,
@@ -413,3 +414,42 @@ def test_source_url_is_optional_and_parts_without_it_read_as_null(root: Path) ->
         pl.read_parquet(part).drop("source_url").write_parquet(part)
     old = EventStore(root, step_minutes=1440).scan()
     assert old.schema == STORED_SCHEMA and old["source_url"].null_count() == old.height == 4
+
+
+# --------------------------------------------------------------------- closed steps
+
+
+def test_rows_at_or_before_a_closed_step_are_refused_and_the_step_never_changes(
+    root: Path,
+) -> None:
+    """Issue 9, item 7: once step 1 is closed (its snapshot emitted), no writer can change any
+    step up to it, a step that had no rows included, so every reader sees what the snapshot
+    said."""
+    store = EventStore(root, step_minutes=15)
+    ingest(store, "a", SOURCE_A)
+    ingest(store, "c", SOURCE_C)  # steps 0 and 1
+    assert store.closed_through is None
+    store.close_through(1)
+    before = tree(root / "quads")
+    late = [(10, "USA", "01", "CHN", 0), (11, "CHN", "01", "USA", 2)]
+    with pytest.raises(ClosedStepError, match=r"'late': 1 rows for steps \[0\].*closed through 1"):
+        ingest(store, "late", late)
+    assert tree(root / "quads") == before and not store.has_source(sha("late"))
+
+    open_rows, refused = store.split_closed(quads(late))
+    assert refused["event_id"].to_list() == [10] and open_rows["event_id"].to_list() == [11]
+    store.append(open_rows, source="late", source_sha256=sha("late"))
+    assert store.steps() == [0, 1, 2]
+    assert decoded(store) == sorted(SOURCE_A + SOURCE_C + late[1:])
+
+
+def test_closing_is_durable_and_never_moves_back(root: Path) -> None:
+    store = EventStore(root, step_minutes=15)
+    store.close_through(5)
+    store.close_through(3)  # a replayed, older close
+    reopened = EventStore(root, step_minutes=15)
+    assert reopened.closed_through == 5
+    with pytest.raises(ClosedStepError, match="closed through 5"):
+        ingest(reopened, "a", SOURCE_A)  # steps 0 (and nothing was there before)
+    with pytest.raises(ValueError, match="step must be >= 0, got -1"):
+        store.close_through(-1)

@@ -104,6 +104,7 @@ def test_a_journal_of_the_first_layout_is_upgraded_in_place(tmp_path):
     journal = Journal(path)
     assert journal.counts() == {"pending": 0, "in_flight": 1, "failed": 0, "done": 1}
     assert journal.closed_steps() == {0}
+    assert journal.unsent_snapshots() == []  # the old process handed them to its outbox
     assert journal.expire(1e9, timeout_s=10, max_attempts=4) == {"a": "no done after 40 attempts"}
     assert journal.counts()["failed"] == 1
     journal.close()
@@ -115,3 +116,39 @@ def test_closed_steps_are_remembered(tmp_path):
     assert journal.close_step(7) is True
     assert journal.close_step(7) is False
     assert Journal(tmp_path / "j.sqlite").closed_steps() == {7}
+
+
+def test_a_closed_steps_snapshot_waits_in_the_journal_until_it_has_left(tmp_path):
+    """Issue 9, item 7: the snapshot is journaled with its step, so a process that dies with
+    it unsent sends it after the restart."""
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    for step in (9, 7, 8):
+        journal.close_step(step)
+    journal.finish_snapshot(8)
+    journal.close()
+    reopened = Journal(path)
+    assert reopened.unsent_snapshots() == [7, 9]
+    reopened.finish_snapshot(7)
+    reopened.finish_snapshot(7)  # a second copy left too: harmless
+    assert reopened.unsent_snapshots() == [9]
+    assert reopened.closed_steps() == {7, 8, 9}
+
+
+def test_a_journal_of_the_second_layout_keeps_its_closed_steps_as_sent(tmp_path):
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        DROP TABLE closed_steps;
+        CREATE TABLE closed_steps (step INTEGER PRIMARY KEY, closed_at REAL NOT NULL);
+        INSERT INTO closed_steps VALUES (3, 1.0), (4, 2.0);
+        PRAGMA user_version=1;
+        """
+    )
+    db.close()
+    journal = Journal(path)
+    assert journal.closed_steps() == {3, 4} and journal.unsent_snapshots() == []
+    journal.close_step(5)
+    assert journal.unsent_snapshots() == [5]
