@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 GEOPOL := $(VENV)/bin/geopol
 CONFIG ?= configs/default.yaml
 STAGE ?=
+# everything the pipeline writes; set GEOPOL_RUN_DIR (which the geopol commands read too) to move it
+RUN_DIR ?= $(or $(GEOPOL_RUN_DIR),var)
 
 .PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
         status watch train eval eval-baselines eval-llm eval-calibrate
@@ -23,18 +25,18 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 	$(GEOPOL) check
 
 run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models and fit the calibrator it serves
-	$(GEOPOL) simulate --out var/simulate --overwrite
-	$(GEOPOL) ingest --config $(CONFIG) --source var/simulate
+	$(GEOPOL) simulate --out $(RUN_DIR)/simulate --overwrite
+	$(GEOPOL) ingest --config $(CONFIG) --source $(RUN_DIR)/simulate
 	$(GEOPOL) dataset from-store --config $(CONFIG)
 	$(GEOPOL) train graph --config $(CONFIG)
-	$(GEOPOL) export embeddings --artifact var/artifacts/regcn/SIM --data var/datasets/SIM \
-	  --split valid --protocol tgl-mcq --k 10 --inverse --out var/embeddings/SIM/train
+	$(GEOPOL) export embeddings --artifact $(RUN_DIR)/artifacts/regcn/SIM --data $(RUN_DIR)/datasets/SIM \
+	  --split valid --protocol tgl-mcq --k 10 --inverse --out $(RUN_DIR)/embeddings/SIM/train
 	$(GEOPOL) train llm --config $(CONFIG)
-	$(GEOPOL) export embeddings --artifact var/artifacts/regcn/SIM --data var/datasets/SIM \
-	  --split test --protocol live --k 10 --out var/embeddings/SIM/calibrate-live
-	$(GEOPOL) llm score --config $(CONFIG) --artifact var/artifacts/llm/SIM --data var/embeddings/SIM/calibrate-live \
-	  --sample 240 --method tgl-llm --out var/scores/SIM/calibrate-live-K10.safetensors
-	$(GEOPOL) train calibrate --config $(CONFIG) --table var/scores/SIM/calibrate-live-K10.safetensors
+	$(GEOPOL) export embeddings --artifact $(RUN_DIR)/artifacts/regcn/SIM --data $(RUN_DIR)/datasets/SIM \
+	  --split test --protocol live --k 10 --out $(RUN_DIR)/embeddings/SIM/calibrate-live
+	$(GEOPOL) llm score --config $(CONFIG) --artifact $(RUN_DIR)/artifacts/llm/SIM --data $(RUN_DIR)/embeddings/SIM/calibrate-live \
+	  --sample 240 --method tgl-llm --out $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
+	$(GEOPOL) train calibrate --config $(CONFIG) --table $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
@@ -52,9 +54,9 @@ bench-ingest:  ## parse + map + store rows/s against pandas.read_csv
 	$(GEOPOL) bench ingest
 
 dataset:  ## build GDELT-GEORGIA (needs the team data: GEOPOL_DATA_DIR or ../shared/data)
-	$(GEOPOL) dataset gdelt-georgia --overwrite
+	$(GEOPOL) dataset gdelt-georgia --overwrite --out $(RUN_DIR)/datasets/GDELT-GEORGIA
 
-pipeline-up:  ## start every built stage in the background (logs in var/log/)
+pipeline-up:  ## start every built stage in the background (logs in RUN_DIR/log/)
 	$(GEOPOL) pipeline up --config $(CONFIG)
 
 pipeline-down:  ## stop every stage gracefully (SIGTERM)
@@ -79,18 +81,18 @@ train:  ## train RE-GCN on a benchmark: make train DATA=path/to/ICEWS14 [ARGS=--
 
 eval:  ## ranking evaluation on ICEWS14, ICEWS05-15 and GDELT-GEORGIA into reports/eval.json
 	@for set in $(EVAL_SETS); do $(GEOPOL) eval --data $(DATA_DIR)/tkg/$$set || exit 1; done
-	$(GEOPOL) dataset gdelt-georgia --overwrite --out var/datasets/GDELT-GEORGIA
-	$(GEOPOL) eval --data var/datasets/GDELT-GEORGIA
+	$(GEOPOL) dataset gdelt-georgia --overwrite --out $(RUN_DIR)/datasets/GDELT-GEORGIA
+	$(GEOPOL) eval --data $(RUN_DIR)/datasets/GDELT-GEORGIA
 
 eval-baselines:  ## the same with the baselines only (minutes, not hours, on a CPU)
 	@for set in $(EVAL_SETS); do $(GEOPOL) eval --baselines-only --data $(DATA_DIR)/tkg/$$set || exit 1; done
-	$(GEOPOL) dataset gdelt-georgia --overwrite --out var/datasets/GDELT-GEORGIA
-	$(GEOPOL) eval --baselines-only --data var/datasets/GDELT-GEORGIA
+	$(GEOPOL) dataset gdelt-georgia --overwrite --out $(RUN_DIR)/datasets/GDELT-GEORGIA
+	$(GEOPOL) eval --baselines-only --data $(RUN_DIR)/datasets/GDELT-GEORGIA
 
 # --- the LLM stage on ICEWS14 (make eval-llm): every step is a file, so a rerun resumes ---------
 LLM_CONFIG ?= configs/icews14-llm.yaml
 ICEWS14 ?= $(DATA_DIR)/tkg/ICEWS14
-LLM_RUN ?= var
+LLM_RUN ?= $(RUN_DIR)
 LLM_N ?= 2000
 GRAPH14 := $(LLM_RUN)/artifacts/regcn/ICEWS14
 EMB14 := $(LLM_RUN)/embeddings/ICEWS14

@@ -15,8 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("shared.doctor", "check that this machine can run the pipeline"),
     "simulate": ("services.ingest.simulator.cli", "write a simulated GDELT 2.0 world to files"),
     "ingest": ("services.ingest.cli", "load GDELT exports into the event store"),
-    "dataset from-store": ("services.ingest.store_export", "an event store as a benchmark folder"),
-    "dataset": ("services.ingest.datasets", "build benchmark datasets (GDELT-GEORGIA) from GDELT"),
+    "dataset": (
+        "services.ingest.datasets",
+        "build benchmark folders: gdelt-georgia from GDELT, from-store from the event store",
+    ),
     "eval": ("services.graph.evaluate", "evaluate every ranking method on a benchmark folder"),
     "eval-baselines": ("services.graph.baselines", "frequency and recurrency baselines (ranking)"),
     "pipeline": ("shared.pipeline", "start, stop or restart the stage processes"),

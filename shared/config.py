@@ -4,6 +4,12 @@ Every mistake is reported with the file, the dotted key and the offending value,
 pipeline of four processes is miserable to debug from "invalid config". Paths may be overridden
 from the environment (``GEOPOL_DATA_DIR``, ``GEOPOL_RUN_DIR``) so CI and users can point at their
 own data without editing files.
+
+Paths in a config file are relative to the working directory, as on a command line, with one
+exception: ``${run_dir}`` in any string value stands for ``paths.run_dir`` after the
+``GEOPOL_RUN_DIR`` override (``ingest.source: ${run_dir}/simulate``). So a file that reads what
+the pipeline itself wrote follows the run directory wherever it is moved, and a path that is not
+the pipeline's own (team data, a benchmark folder) is unaffected.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 # Environment variable -> key under ``paths`` it overrides.
 ENV_OVERRIDES = {"GEOPOL_DATA_DIR": "data_dir", "GEOPOL_RUN_DIR": "run_dir"}
+RUN_DIR_TOKEN = "${run_dir}"
+"""Stands for ``paths.run_dir`` in any string value of a config file."""
+TEAM_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+"""The team data beside the clone: where ``paths.data_dir`` points when neither the file nor
+``GEOPOL_DATA_DIR`` names a folder."""
 
 
 class ConfigError(ValueError):
@@ -43,7 +54,13 @@ class _Section(BaseModel):
 
 
 class PathsConfig(_Section):
-    """Where the stages read team data and write everything they produce."""
+    """Where the stages read team data and write everything they produce.
+
+    ``data_dir`` is the team data (``tkg/``, ``gdelt/``); ``GEOPOL_DATA_DIR`` overrides the file,
+    and None means the folder beside the clone (``Config.data_dir`` resolves it). ``run_dir``
+    holds everything the pipeline writes; ``GEOPOL_RUN_DIR`` overrides it, and ``${run_dir}``
+    elsewhere in the file follows it.
+    """
 
     data_dir: PathValue | None = None
     run_dir: PathValue = Path("var")
@@ -160,8 +177,10 @@ class LiveSettings(_Section):
 class IngestConfig(_Section):
     """What the ingest stage reads and where its event store lives.
 
-    ``source`` is a folder (or file) of exports; with ``live`` set, the stage downloads into its
-    own folder under the run directory instead, so the two are mutually exclusive. ``window``
+    ``source`` is a folder (or file) of exports (``${run_dir}/simulate`` for what ``geopol
+    simulate`` writes, so it moves with the run directory); with ``live`` set, the stage
+    downloads into its own folder under the run directory instead, so the two are mutually
+    exclusive. ``window``
     bounds the queries sent and not yet answered; one unanswered after ``resend_timeout_s`` is
     sent again, each later copy waiting twice as long, and after ``max_attempts`` copies it is
     marked failed (see shared.journal).
@@ -383,6 +402,12 @@ class Config(_Section):
         return self.stages[name]
 
     @property
+    def data_dir(self) -> Path:
+        """The team data folder: ``paths.data_dir`` (or ``GEOPOL_DATA_DIR``), else the one
+        beside the clone."""
+        return self.paths.data_dir or TEAM_DATA_DIR
+
+    @property
     def regcn_root(self) -> Path:
         """Where trained RE-GCN artifacts go, one folder per dataset name."""
         return self.paths.run_dir / "artifacts" / "regcn"
@@ -506,8 +531,27 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     return {**raw, "paths": paths} if paths is not None else raw
 
 
+def _expand_run_dir(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with :data:`RUN_DIR_TOKEN` replaced by the run directory in every string value."""
+    paths = raw.get("paths")
+    run_dir = paths.get("run_dir") if isinstance(paths, dict) else None
+    if run_dir is None:
+        run_dir = PathsConfig.model_fields["run_dir"].default
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(RUN_DIR_TOKEN, str(run_dir))
+        if isinstance(value, dict):
+            return {key: expand(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [expand(item) for item in value]
+        return value
+
+    return expand(raw)
+
+
 def load_config(path: str | Path = DEFAULT_CONFIG, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate one config file."""
+    """Read, override from the environment, expand ``${run_dir}`` and validate one config file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -517,7 +561,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, env: Mapping[str, str] | None
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
-    raw = _apply_env(raw, os.environ if env is None else env)
+    raw = _expand_run_dir(_apply_env(raw, os.environ if env is None else env))
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

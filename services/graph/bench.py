@@ -8,7 +8,6 @@ JAX until ``jax_env.configure`` has run.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 from pathlib import Path
@@ -17,16 +16,16 @@ from services.graph import jax_env
 from services.graph.train import TrainRequest, has_static_graph, train_graph
 from services.ingest.tkg_loader import load_tkg
 from shared.bench import machine, report
-from shared.config import REPO_ROOT
+from shared.config import load_config
 from shared.log import configure_logging
 
 COMMAND = "geopol bench graph"
 
 
 def default_data() -> Path:
-    """ICEWS14 from $GEOPOL_DATA_DIR, else from the team folder beside the clone."""
-    root = os.environ.get("GEOPOL_DATA_DIR") or REPO_ROOT.parent / "shared" / "data"
-    return Path(root) / "tkg" / "ICEWS14"
+    """ICEWS14 in the team data: the default config's paths.data_dir (GEOPOL_DATA_DIR overrides
+    it), else the team folder beside the clone."""
+    return load_config().data_dir / "tkg" / "ICEWS14"
 
 
 def peak_rss_mb() -> float:

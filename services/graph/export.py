@@ -50,6 +50,7 @@ from services.graph.baselines import Benchmark, RecurrencyScorer, tune_recurrenc
 from services.ingest.tkg_loader import TkgDataset, TkgFormatError, display_names, load_tkg
 from shared.atomic import atomic_write_text
 from shared.calendar import calendar_of, coarsen
+from shared.config import DEFAULT_CONFIG, load_config
 from shared.embedding_export import (
     FORMAT_VERSION,
     KIND,
@@ -410,6 +411,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mem-fraction", type=float, default=0.5, help="accelerator memory share for JAX"
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="pipeline config whose logging section sets level and format "
+        "(default: configs/default.yaml)",
+    )
     return parser
 
 
@@ -427,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             inverse=args.inverse,
         )
+        config = load_config(args.config)
         jax_env.configure(args.mem_fraction)
-        configure_logging("graph")
+        configure_logging("graph", config.logging.level, config.logging.format)
         manifest = export_embeddings(request)
     except (OSError, ArtifactError, ExportError, TkgFormatError, RuntimeError, ValueError) as exc:
         print(f"geopol export embeddings: {exc}", file=sys.stderr)

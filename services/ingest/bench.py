@@ -17,7 +17,6 @@ simulator. One further instrumented run times the stages separately, to show whe
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from services.ingest.gdelt_reader import read_export, source_files
 from services.ingest.mapping import MappingConfig, to_quadruples
 from services.ingest.simulator import WorldParams, simulate
 from shared.bench import machine, report
-from shared.config import REPO_ROOT
+from shared.config import load_config
 from shared.event_store import EventStore
 from shared.log import configure_logging
 
@@ -72,10 +71,9 @@ class BenchInput:
 
 
 def team_template_dir() -> Path:
-    """``$GEOPOL_DATA_DIR/gdelt/v2`` when set, else the team folder beside the clone."""
-    env = os.environ.get("GEOPOL_DATA_DIR")
-    data_dir = Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
-    return data_dir / TEAM_TEMPLATE
+    """``gdelt/v2`` in the team data: the default config's paths.data_dir (GEOPOL_DATA_DIR
+    overrides it), else the team folder beside the clone."""
+    return load_config().data_dir / TEAM_TEMPLATE
 
 
 def template_rows(source: Path) -> list[bytes]:

@@ -46,7 +46,7 @@ from services.ingest.export_ingest import ingest_file
 from services.ingest.gdelt_reader import source_files
 from services.ingest.mapping import MINUTES_PER_DAY, MappingConfig, step_start
 from services.ingest.tkg_loader import SPLIT_FILES
-from shared.config import REPO_ROOT
+from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.event_store import SPLITS, EventStore, IngestStats
 from shared.log import configure_logging
 
@@ -60,8 +60,9 @@ GEORGIA_MAPPING = MappingConfig(
 )
 DEFAULT_VALID_FRAC = 0.1
 DEFAULT_TEST_FRAC = 0.1
-DEFAULT_OUT = Path("var") / "datasets" / GEORGIA_NAME
-"""Named after the dataset, so ``load_tkg`` reports ``GDELT-GEORGIA`` as its name."""
+DATASETS_SUBDIR = "datasets"
+"""Builds go to RUN_DIR/datasets/NAME by default, named after the dataset so ``load_tkg``
+reports ``GDELT-GEORGIA`` as its name; ``GEOPOL_RUN_DIR`` moves them with the run directory."""
 
 STORE_DIR = "store"
 QUARANTINE_DIR = "quarantine"
@@ -74,6 +75,7 @@ OUTPUT_FILES = (
 )
 """Every file the build writes beside ``store/`` (and ``quarantine/`` when rows were bad)."""
 _KEYS = ("subject", "relation", "object")
+FROM_STORE = "from-store"
 
 
 class DatasetError(RuntimeError):
@@ -380,13 +382,6 @@ def _span_record(span: SplitSpan, first_day: date, step: timedelta) -> dict[str,
 # --------------------------------------------------------------------- command line
 
 
-def default_georgia_source() -> Path:
-    """``$GEOPOL_DATA_DIR/gdelt/v1/...`` when set, else the team folder beside the clone."""
-    env = os.environ.get("GEOPOL_DATA_DIR")
-    data_dir = Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
-    return data_dir / GEORGIA_SOURCE
-
-
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -404,7 +399,20 @@ def _parser() -> argparse.ArgumentParser:
         "RE-Net/RE-GCN layout (train/valid/test.txt, entity2id.txt, relation2id.txt, "
         "stat.txt) with a dataset.json recording sources, mapping and splits.",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="pipeline config giving RUN_DIR (paths.run_dir), the team data (paths.data_dir) "
+        "and the logging settings (default: configs/default.yaml)",
+    )
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    sub.add_parser(
+        FROM_STORE,
+        help="the config's event store as a benchmark folder, with the store's ids "
+        "(`geopol dataset from-store --help`)",
+        add_help=False,
+    )
     georgia = sub.add_parser(
         "gdelt-georgia",
         help="12 months of GDELT 1.0 events about Georgia (June 2011 - May 2012)",
@@ -416,11 +424,15 @@ def _parser() -> argparse.ArgumentParser:
         "--source",
         type=Path,
         default=None,
-        help=f"folder of the BigQuery CSV files (default: $GEOPOL_DATA_DIR/{GEORGIA_SOURCE}, "
-        f"else ../shared/data/{GEORGIA_SOURCE} beside the clone)",
+        help=f"folder of the BigQuery CSV files (default: DATA_DIR/{GEORGIA_SOURCE}, DATA_DIR "
+        "being paths.data_dir, else $GEOPOL_DATA_DIR, else ../shared/data beside the clone)",
     )
     georgia.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default: RUN_DIR/{DATASETS_SUBDIR}/{GEORGIA_NAME}, RUN_DIR being "
+        "paths.run_dir or $GEOPOL_RUN_DIR)",
     )
     georgia.add_argument(
         "--valid-frac",
@@ -439,22 +451,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``geopol dataset gdelt-georgia``; returns 2 on a usage or data problem, 0 when built."""
+    """``geopol dataset gdelt-georgia``; returns 2 on a usage or data problem, 0 when built.
+
+    ``geopol dataset from-store`` has its own module and flags (``services.ingest.store_export``):
+    it is handed over before parsing, and the parser lists it so ``geopol dataset --help`` shows
+    every dataset."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [FROM_STORE]:
+        from services.ingest import store_export  # it imports this module's writers
+
+        return store_export.main(argv[1:])
     args = _parser().parse_args(argv)
-    configure_logging("dataset", "warning")
-    source = args.source or default_georgia_source()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"geopol dataset: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("dataset", config.logging.level, config.logging.format)
+    source = args.source or config.data_dir / GEORGIA_SOURCE
     if not source.is_dir():
         print(
             f"geopol dataset: source folder not found: {source}\n"
-            f"  pass --source DIR, or set GEOPOL_DATA_DIR to the team data folder "
-            f"(holding {GEORGIA_SOURCE})",
+            f"  pass --source DIR, or set paths.data_dir (or GEOPOL_DATA_DIR) to the team data "
+            f"folder (holding {GEORGIA_SOURCE})",
             file=sys.stderr,
         )
         return 2
     try:
         summary = build_gdelt_georgia(
             source,
-            args.out,
+            args.out or config.paths.run_dir / DATASETS_SUBDIR / GEORGIA_NAME,
             valid_frac=args.valid_frac,
             test_frac=args.test_frac,
             overwrite=args.overwrite,

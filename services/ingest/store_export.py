@@ -31,6 +31,7 @@ from services.ingest.tkg_loader import LABEL_FILES
 from shared.calendar import CALENDAR_FILE, make_calendar
 from shared.config import DEFAULT_CONFIG, load_config
 from shared.event_store import EventStore
+from shared.log import configure_logging
 from shared.store_vocab import Vocabulary
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/datasets/DATASET)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    configure_logging("dataset", config.logging.level, config.logging.format)
     if not (config.store_dir / "store.json").exists():
         print(
             f"geopol dataset from-store: no event store at {config.store_dir} "

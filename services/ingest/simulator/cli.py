@@ -37,11 +37,14 @@ from services.ingest.simulator.truth import (
     write_truth,
 )
 from services.ingest.simulator.world import ROLE_WEIGHTS, World, WorldParams
+from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.log import configure_logging
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
-DEFAULT_OUT = Path("var/simulate")
+OUT_SUBDIR = "simulate"
+"""The default output folder, under the config's run directory (``GEOPOL_RUN_DIR`` moves it)."""
 MAX_ACTORS = len(COUNTRIES) * len(ROLE_WEIGHTS)
 """Distinct (country, role) actor codes available; births stop when all are used."""
 _OUTPUT_GLOBS = ("*.export.CSV", "*.export.CSV.zip", f"{TRUTH_DIR}/*.parquet", WORLD_MANIFEST)
@@ -165,7 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = WorldParams()
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default: RUN_DIR/{OUT_SUBDIR}, RUN_DIR being the config's "
+        "paths.run_dir or GEOPOL_RUN_DIR)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="pipeline config giving RUN_DIR and the logging settings "
+        "(default: configs/default.yaml)",
     )
     parser.add_argument(
         "--steps",
@@ -233,10 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.actors > MAX_ACTORS:
         parser.error(f"--actors {args.actors} exceeds the {MAX_ACTORS} distinct actor codes")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"geopol simulate: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("simulate", config.logging.level, config.logging.format)  # on stderr
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         summary = simulate(
-            args.out,
+            args.out or config.paths.run_dir / OUT_SUBDIR,
             params,
             args.steps,
             start=args.start,
