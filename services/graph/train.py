@@ -95,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run checkpointed in --out after its last finished epoch (same data "
-        "and settings; --epochs and --patience may be raised to extend a finished run)",
+        help="continue the run checkpointed in --out after its last finished epoch, with the "
+        "settings it was started with (recorded in the checkpoint, not the config's); "
+        "--epochs and --patience may be raised to extend a finished run",
     )
     parser.add_argument(
         "--init-from",
@@ -108,7 +109,11 @@ def _parser() -> argparse.ArgumentParser:
         "bar to beat: until an epoch does, --out holds it with best_epoch -1. The manifest "
         "records where it came from",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none is drawn when stderr is not a terminal)",
+    )
     return parser
 
 
@@ -118,7 +123,12 @@ def has_static_graph(data: Path) -> bool:
 
 
 def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
-    """The request the flags ask for, each missing flag filled from ``config.graph.train``."""
+    """The request the flags ask for, each missing flag filled from ``config.graph.train``, or,
+    with ``--resume``, from the settings the checkpointed run was started with: a run begun by
+    ``make train`` (configs/benchmark.yaml) continues as that run, not with default.yaml's.
+
+    Call after ``jax_env.configure`` when resuming (reading the checkpoint imports JAX).
+    """
     settings = config.graph.train
     data = args.data or config.train_data
     if args.out is not None:
@@ -128,20 +138,55 @@ def request_from(args: argparse.Namespace, config: Config) -> TrainRequest:
     else:
         out = config.regcn_root / args.data.resolve().name
     static = args.static if args.static is not None else settings.static
+    base = {
+        "epochs": settings.epochs,
+        "patience": settings.patience,
+        "history": settings.history,
+        "dim": settings.dim,
+        "blocks": settings.blocks,
+        "seed": settings.seed,
+        "static": static if static is not None else has_static_graph(data),
+    }
+    progress = read_checkpoint(out) if args.resume else None
+    if progress is not None:
+        base |= settings_of(progress)
+    flags = {name: getattr(args, name) for name in base}
     return TrainRequest(
         data=data,
         out=out,
-        epochs=_given(args.epochs, settings.epochs),
-        patience=_given(args.patience, settings.patience),
-        history=_given(args.history, settings.history),
-        dim=_given(args.dim, settings.dim),
-        blocks=_given(args.blocks, settings.blocks),
-        seed=_given(args.seed, settings.seed),
-        static=static if static is not None else has_static_graph(data),
-        progress=not args.no_progress,
+        **{name: _given(flags[name], value) for name, value in base.items()},
+        progress=not args.no_progress and sys.stderr.isatty(),
         resume=args.resume,
         init_from=args.init_from,
     )
+
+
+def read_checkpoint(out: Path) -> dict[str, Any] | None:
+    """The progress document of the run checkpointed in ``out``, None when there is none; an
+    unreadable one is a TrainError saying how to start afresh. Imports JAX: call after
+    ``jax_env.configure``."""
+    from services.graph import checkpoint
+
+    if not checkpoint.path_in(out).is_dir():
+        return None
+    try:
+        return checkpoint.read_progress(out)
+    except checkpoint.CheckpointError as exc:
+        raise TrainError(f"{exc}; remove {checkpoint.path_in(out)} to train afresh") from exc
+
+
+def settings_of(progress: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpointed run was started with, as :class:`TrainRequest` fields."""
+    model_cfg, train_cfg = progress["model_config"], progress["train_config"]
+    return {
+        "epochs": train_cfg["epochs"],
+        "patience": train_cfg["patience"],
+        "history": model_cfg["history"],
+        "dim": model_cfg["dim"],
+        "blocks": model_cfg["num_blocks"],
+        "seed": train_cfg["seed"],
+        "static": model_cfg["use_static"],
+    }
 
 
 def _given(flag: float | None, setting: float) -> Any:
@@ -219,6 +264,8 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
             )
         init = _initial_parameters(request.init_from, model_cfg, dataset)
     try:
+        if request.resume:
+            _warn_if_shortened(request.epochs, checkpoint.read_progress(request.out))
         return trainer.train_and_evaluate(
             dataset,
             model_cfg,
@@ -231,6 +278,23 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
         )
     except checkpoint.CheckpointError as exc:
         raise TrainError(str(exc)) from exc
+
+
+def _warn_if_shortened(epochs: int, progress: dict[str, Any]) -> None:
+    """Say so when a resumed leg asks for fewer epochs than the run was started with: the loop
+    would otherwise stop early (or run nothing) without a word."""
+    started, done = progress["train_config"]["epochs"], progress["epochs_done"]
+    if epochs >= started:
+        return
+    outcome = "nothing is left to train" if epochs <= done else f"it stops after epoch {epochs}"
+    log.warning(
+        "resume_with_fewer_epochs",
+        epochs=epochs,
+        started_with=started,
+        epochs_done=done,
+        note=f"--epochs {epochs} is fewer than the {started} the run was started with "
+        f"({done} done): {outcome}",
+    )
 
 
 def _initial_parameters(
@@ -268,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RuntimeError, ValueError) as exc:
         print(f"geopol train graph: {exc}", file=sys.stderr)
         return 2
-    configure_logging("graph")
-    request = request_from(args, config)
+    configure_logging("graph", config.logging.level, config.logging.format)
     try:
+        request = request_from(args, config)
         dataset = load_tkg(request.data)
         result = train_graph(request, dataset)
     except (OSError, TkgFormatError, TrainError) as exc:

@@ -192,7 +192,7 @@ def test_eval_resumes_an_interrupted_run_with_the_settings_it_started_with(
     with pytest.raises(KeyboardInterrupt):
         train_graph(request(benchmark_dir, out, seed=4, epochs=7), dataset)
     args = evaluate._parser().parse_args(["--data", str(benchmark_dir), "--artifact", str(out)])
-    resumed = evaluate.training_request(args, out)
+    resumed = evaluate.training_request(args, out, dataset)
     assert resumed.resume
     assert (resumed.history, resumed.dim, resumed.seed, resumed.epochs) == (2, 16, 4, 7)
     assert not resumed.static
