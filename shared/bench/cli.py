@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from pathlib import Path
+
+from shared.bench import report
 
 BENCHES = {
     "transport": "shared.bench.transport",
@@ -11,6 +15,24 @@ BENCHES = {
     "graph": "services.graph.bench",
     "llm": "services.llm.bench",
 }
+
+
+def _all_parser() -> argparse.ArgumentParser:
+    """``geopol bench all``: the one option every benchmark shares, so none is dropped
+    silently; any other option is refused by name (it belongs to one benchmark)."""
+    parser = argparse.ArgumentParser(
+        prog="geopol bench all",
+        description=f"Run every benchmark ({', '.join(BENCHES)}) in turn with its defaults; "
+        "each writes its section of REPORTS/bench.json and bench.md. Options of one benchmark "
+        "(--rows, --data, ...) go to it alone: `geopol bench NAME --help`.",
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=report.REPORTS_DIR,
+        help="folder for bench.json, bench.md and figures, for every benchmark (default: reports)",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             "`geopol bench NAME --help` lists its options."
         )
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
-    names = list(BENCHES) if argv[0] == "all" else [argv[0]]
-    rest = argv[1:] if argv[0] != "all" else []
-    codes = [importlib.import_module(BENCHES[n]).main(rest) for n in names]
-    return max(codes)
+    if argv[0] != "all":
+        return importlib.import_module(BENCHES[argv[0]]).main(argv[1:])
+    args = _all_parser().parse_args(argv[1:])  # --help prints and exits before anything runs
+    shared = ["--reports", str(args.reports)]
+    return max(importlib.import_module(BENCHES[name]).main(shared) for name in BENCHES)
