@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.ingest.file_quarantine import FileQuarantine
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, StageConfig, load_config
+from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
 from shared.protocol import DeadLetterWriter
 

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from services.ingest.export_ingest import ingest_paths
-from services.ingest.file_quarantine import FileQuarantine
 from services.ingest.mapping import MappingConfig
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.event_store import EventStore
+from shared.file_quarantine import FileQuarantine
 from shared.log import configure_logging
 
 

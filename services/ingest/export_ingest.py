@@ -15,6 +15,8 @@ change it; see "Closed steps" in ``shared/event_store.py``): they go to
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -23,15 +25,18 @@ import polars as pl
 from tqdm import tqdm
 
 from services.ingest import cameo
-from services.ingest.file_quarantine import UNREADABLE, FileQuarantine
-from services.ingest.gdelt_reader import read_export, source_files
+from services.ingest.gdelt_reader import NotGdeltExportError, read_export, source_files
 from services.ingest.mapping import NO_ACTOR, MappingConfig, to_quadruples
 from shared.atomic import atomic_write
 from shared.event_store import EventStore, IngestStats, KeyLabels
+from shared.file_quarantine import FileQuarantine
 from shared.log import get_logger
 from shared.store_vocab import first_appearance
 
 log = get_logger(__name__)
+
+UNREADABLE: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, NotGdeltExportError)
+"""What reading a file raises when the file itself, not the store or the disk, is at fault."""
 
 
 def read_hashed(path: Path) -> tuple[bytes, str]:

@@ -37,13 +37,13 @@ import numpy as np
 import zmq
 
 from services.ingest.export_ingest import ingest_unless_quarantined
-from services.ingest.file_quarantine import FileQuarantine
 from services.ingest.gdelt_reader import source_files
 from services.ingest.live import LivePoller, run_live
 from services.ingest.mapping import MappingConfig
 from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import DiskFloorError, EventStore
+from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
 from shared.log import configure_logging, get_logger
 from shared.protocol import Limits, Message, MessageType

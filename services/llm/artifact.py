@@ -33,7 +33,7 @@ from services.llm.questions import Vocabulary
 from services.llm.scoring import OptionScorer
 from shared.atomic import atomic_write_text
 from shared.config import LoraSettings, RecipeSettings
-from shared.manifest import file_sha256, manifest_id, read_json
+from shared.manifest import file_sha256, manifest_id, member, read_json
 
 KIND = "tgl-llm"
 FORMAT_VERSION = 1
@@ -148,8 +148,15 @@ def check(directory: Path) -> LlmArtifact:
             f"{what}: prompt_template_version is {manifest.get('prompt_template_version')}, "
             f"this code renders version {TEMPLATE_VERSION}: retrain it"
         )
-    for name, entry in manifest["files"].items():
-        path = directory / name
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()
+    ):
+        raise LlmArtifactError(f"{what}: {MANIFEST} field files must map names to {{sha256}}")
+    for name, entry in files.items():
+        path = directory
+        for part in str(name).split("/"):  # lora/ is the one subfolder; each part stays plain
+            path = member(path, part, MANIFEST, f"files.{name}", what, LlmArtifactError)
         if not path.is_file():
             raise LlmArtifactError(f"{what}: missing {name} listed in {MANIFEST}")
         digest = file_sha256(path)

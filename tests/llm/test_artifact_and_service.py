@@ -94,6 +94,12 @@ def test_a_changed_file_or_other_backbone_is_refused_before_loading(
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(artifact.LlmArtifactError, match="prompt_template_version"):
         artifact.check(copy)
+    # a file name that leaves the folder is refused before anything outside is read
+    manifest = json.loads((saved / "manifest.json").read_text())
+    manifest["files"]["../../outside"] = {"sha256": "0" * 64}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(artifact.LlmArtifactError, match="not a plain file name"):
+        artifact.check(copy)
 
 
 def embeddings_message(export_dir: Path, row: int, msg_id: str, graph_artifact: str | None = None):

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from services.ingest.file_quarantine import FileQuarantine
 from shared.config import StageConfig
+from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal, WorkItem
 from shared.metrics import StageMetrics
 from shared.protocol import DeadLetterWriter

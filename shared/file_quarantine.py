@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
-from services.ingest.gdelt_reader import NotGdeltExportError
 from shared.atomic import atomic_write_text
 from shared.manifest import file_sha256
-
-UNREADABLE: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, NotGdeltExportError)
-"""What reading a file raises when the file itself, not the store or the disk, is at fault."""
 
 
 class FileQuarantine:
