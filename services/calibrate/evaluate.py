@@ -156,7 +156,8 @@ def _evaluate_one(
         **{m: after[m] for m in ("ece", "brier", "nll")},
     }
     if protocol == "live":
-        hits = (test.llm.argmax(1) == test.gold) & (test.gold >= 0)
+        # the calibrated forecast's own pick among the K (``other`` is not a candidate)
+        hits = (probs[fit.chosen][:, : fit.k].argmax(1) == test.gold) & (test.gold >= 0)
         row |= {"recall@K": float((test.gold >= 0).mean()), "hits@1": float(hits.mean())}
         section: tuple[str, ...] = ("live",)
     else:

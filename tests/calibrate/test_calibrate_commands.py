@@ -76,6 +76,9 @@ def test_train_then_eval_calibrate_write_the_calibration_rows(tmp_path: Path) ->
         assert (tmp_path / "reports" / f"reliability-SYNTH-{protocol}.png").stat().st_size > 0
     live_row = rows["live"][f"synthetic+{rows['calibration']['live']['method']}"]
     assert 0 < live_row["recall@K"] < 1 and "brier" in live_row
+    # Hits@1 of the calibrated forecast's own pick: at most recall, and here the synthetic llm
+    # column is informative, so the pick is right more often than by chance
+    assert 0.1 * live_row["recall@K"] < live_row["hits@1"] <= live_row["recall@K"]
     assert "calibration, live" in (tmp_path / "reports" / "eval.md").read_text()
 
 
