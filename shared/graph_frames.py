@@ -30,6 +30,21 @@ FRAME_NAMES = ("subject", "relation", "candidates", "scores", "query")
 OPTIONAL_FRAME = "recurrency"
 
 
+#: The header fields an EMBEDDINGS message carries (the graph stage sets exactly these, checked
+#: and bounded) and the llm stage carries on into SCORES: a reply never copies anything else.
+META_FIELDS = (
+    "dataset",
+    "step",
+    "subject",
+    "relation",
+    "attempt",
+    "protocol",
+    "candidates",
+    "graph_artifact",
+    "data_cutoff",
+)
+
+
 class FrameLayoutError(ValueError):
     """Frames that do not fit the per-query layout; the message names the frame and both shapes."""
 

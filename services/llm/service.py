@@ -30,7 +30,7 @@ from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from shared.graph_frames import candidate_ids, check_frames, recurrency_scores
+from shared.graph_frames import META_FIELDS, candidate_ids, check_frames, recurrency_scores
 from shared.log import configure_logging, get_logger
 from shared.protocol import Message, MessageType, new_message
 from shared.runtime import Route, StageRuntime
@@ -38,19 +38,6 @@ from shared.runtime import Route, StageRuntime
 log = get_logger(__name__)
 OUT = "scores"
 ACCEPTS = {"embeddings": frozenset({MessageType.EMBEDDINGS})}
-#: The query's fields a SCORES reply carries on: the graph stage has checked and bounded them,
-#: and copying only these keeps the reply header bounded whatever else a header holds.
-PASSED_ON = (
-    "dataset",
-    "step",
-    "subject",
-    "relation",
-    "attempt",
-    "protocol",
-    "candidates",
-    "graph_artifact",
-    "data_cutoff",
-)
 
 
 class LlmStage:
@@ -137,7 +124,7 @@ class LlmStage:
             ],
             trace_id=message.trace_id,
             meta={
-                **{k: message.meta[k] for k in PASSED_ON if k in message.meta},
+                **{k: message.meta[k] for k in META_FIELDS if k in message.meta},
                 "llm_artifact": self.artifact_id,
                 "frames": ["llm_scores", "graph_scores"]
                 + ([] if recurrency is None else ["recurrency_scores"]),

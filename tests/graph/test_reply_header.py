@@ -10,22 +10,13 @@ import pytest
 from services.graph.history import RecentWindow
 from services.graph.service import GraphStage
 from services.ingest.work import snapshot_message
+from shared.graph_frames import META_FIELDS
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
 from shared.protocol.codec import DEFAULT_LIMITS
 
 T, K = 3, 4
-REPLY_KEYS = {
-    "dataset",
-    "step",
-    "subject",
-    "relation",
-    "attempt",
-    "protocol",
-    "candidates",
-    "graph_artifact",
-    "data_cutoff",
-}
+REPLY_KEYS = set(META_FIELDS)
 
 
 @pytest.fixture
