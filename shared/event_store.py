@@ -64,7 +64,7 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -786,3 +786,9 @@ def _read_commit_log(path: Path) -> tuple[list[dict[str, Any]], int, int]:
         except ValueError as err:
             raise StoreError(f"{path}:{lineno}: corrupt commit record ({err})") from None
     return commits, committed, len(data)
+
+
+def step_start(t: int, step_minutes: int) -> datetime:
+    """The UTC start of store step ``t``: steps count ``step_minutes`` from the Unix epoch, so
+    ``step_start(t, m) <= event time < step_start(t + 1, m)`` for every fact of step ``t``."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(minutes=t * step_minutes)

@@ -9,11 +9,13 @@ which tells calibration error apart from plain bad luck. Both sides agree on the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
+
+from shared.event_store import step_start
 
 TRUTH_DIR = "truth"
 TRUTH_SCHEMA: dict[str, pl.DataType] = {
@@ -25,17 +27,10 @@ TRUTH_SCHEMA: dict[str, pl.DataType] = {
 }
 """Columns and types of every truth file (``t`` is the slot index from the run's start)."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 def truth_file(source: Path, moment: datetime) -> Path:
     """The truth file of the slot starting at ``moment`` (its DATEADDED stamp)."""
     return source / TRUTH_DIR / f"{moment.strftime('%Y%m%d%H%M%S')}.parquet"
-
-
-def store_step_start(t: int, step_minutes: int) -> datetime:
-    """The UTC start of event-store step ``t`` (steps count ``step_minutes`` from the epoch)."""
-    return _EPOCH + timedelta(minutes=t * step_minutes)
 
 
 @lru_cache(maxsize=64)
@@ -56,7 +51,7 @@ def distribution(
     has no truth for that step (not a simulated source, or steps other than one slot)."""
     if step_minutes != 15:
         return None
-    path = truth_file(source, store_step_start(t, step_minutes))
+    path = truth_file(source, step_start(t, step_minutes))
     if not path.is_file():
         return None
     return _slot(path).get((subject, relation), {})

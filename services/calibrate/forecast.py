@@ -111,9 +111,7 @@ def build_forecast(
 
     ``evidence(subject, candidate, step)`` lists the facts that support a candidate (newest
     first); the ``evidence_candidates`` most probable candidates get theirs."""
-    features = scored.features[None]
-    in_set = calibration.in_set(features)
-    full = calibration.forecast(features)[0]
+    full = calibration.forecast(scored.features[None])[0]
     other = float(full[-1]) if full.shape[0] == scored.candidates.shape[0] + 1 else 0.0
     k = len(scored.candidates)
     subject_name, relation_name, names, date = _names(scored.meta, k)
@@ -145,7 +143,6 @@ def build_forecast(
             "candidates": candidates,
             "other": other,
             "calibrator": calibration.chosen,
-            "in_set_top": float(in_set[0].max()),
             "evidence": support,
             "recurrency_scores": scored.has_recurrency,
             "lineage": dict(lineage),

@@ -95,10 +95,6 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
-    def known(self, forecast_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM forecasts WHERE id = ?", (forecast_id,)).fetchone()
-        return row is not None
-
     def record(
         self,
         forecast_id: str,

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 import polars as pl
 import structlog
+
+from shared.event_store import step_start as store_step_start
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +199,7 @@ def step_start(t: int, step_minutes: int) -> datetime:
     ``step_start(t, m) <= event time < step_start(t + 1, m)`` for every quadruple of step ``t``.
     """
     _check_step(step_minutes)
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(minutes=t * step_minutes)
+    return store_step_start(t, step_minutes)
 
 
 def _filters(cfg: MappingConfig, *, has_duplicates: bool) -> list[tuple[str, pl.Expr]]:
