@@ -3,8 +3,8 @@
 A stage is ``up`` when its loop's heartbeat is recent, ``stale`` when the process answers but
 its loop has stopped beating (a stuck handler), and ``down`` when nothing answers. Under each
 stage come the files it keeps, read directly so they show even while the stage is down: for
-ingest its journal (queries pending, in flight, failed and why, done) and its quarantined
-export files; for every stage its dead letters, by reason.
+ingest its journal (queries pending, in flight, failed and why, done; snapshots unsent), its
+quarantined export files and the rows it refused, by reason; for every stage its dead letters, by reason.
 
 Only the stages the config defines are shown, and the exit code (0 only when all are up) judges
 only those with a metrics port, the one thing that can say a stage is alive.
@@ -13,6 +13,7 @@ only those with a metrics port, the one thing that can say a stage is alive.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import urllib.error
@@ -80,13 +81,40 @@ def journal_line(config: Config) -> str | None:
     journal = Journal(config.journal_path)
     try:
         counts, reasons = journal.counts(), journal.failure_reasons()
+        unsent = len(journal.unsent_snapshots())
     finally:
         journal.close()
     line = (
         f"journal {config.ingest.dataset}: {counts['pending']} pending, "
-        f"{counts['in_flight']} in flight, {counts['failed']} failed, {counts['done']} done"
+        f"{counts['in_flight']} in flight, {counts['failed']} failed, {counts['done']} done, "
+        f"{unsent} snapshot(s) unsent"
     )
     return line + (f" (failed: {_by_count(reasons)})" if reasons else "")
+
+
+def refused_rows_line(config: Config) -> str | None:
+    """Rows of readable files that ingest kept out of the store (malformed, or for a closed
+    step), by reason, or None when there are none: ``QUARANTINE_DIR/NAME.jsonl``, one row a
+    line with its ``reason``."""
+    files = sorted(config.quarantine_dir.glob("*.jsonl"))
+    reasons: Counter[str] = Counter()
+    for path in files:
+        with open(path, "rb") as fh:
+            reasons.update(_reason(raw) for raw in fh if raw.strip())
+    if not reasons:
+        return None
+    return (
+        f"quarantined rows: {sum(reasons.values())} in {len(files)} file(s) "
+        f"({_by_count(reasons)}) in {config.quarantine_dir}"
+    )
+
+
+def _reason(raw: bytes) -> str:
+    try:
+        row = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return "unreadable_line"
+    return str(row.get("reason")) if isinstance(row, dict) else "unreadable_line"
 
 
 def quarantine_line(config: Config) -> str | None:
@@ -114,7 +142,11 @@ def dead_letter_line(config: Config, stage: str) -> str | None:
 
 def details(config: Config, stage: str) -> list[str]:
     """The lines shown under one stage's row."""
-    found = [journal_line(config), quarantine_line(config)] if stage == "ingest" else []
+    found = (
+        [journal_line(config), quarantine_line(config), refused_rows_line(config)]
+        if stage == "ingest"
+        else []
+    )
     found.append(dead_letter_line(config, stage))
     return [line for line in found if line is not None]
 

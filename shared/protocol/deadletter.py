@@ -37,6 +37,21 @@ def _jsonable(value: Any) -> Any:
     return repr(value)[:_MAX_PREVIEW]
 
 
+def _record(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    """One dead-letter line as its record, or an ``unreadable_record`` naming where it was."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if isinstance(record, dict):
+        return record
+    return {
+        "reason": "unreadable_record",
+        "detail": f"{path.name} line {number}: not a JSON record",
+        "header_preview": _jsonable(raw[:_MAX_PREVIEW]),
+    }
+
+
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_KEEP = 3
 
@@ -87,6 +102,8 @@ class DeadLetterWriter:
             size = self._size()
             if size and size + len(line) > self.max_bytes:
                 self._rotate()
+            elif size and not self._ends_with_newline():
+                line = b"\n" + line  # a torn last record (a kill mid-write) stays its own line
             with open(self.path, "ab") as fh:
                 fh.write(line)
                 fh.flush()
@@ -95,6 +112,11 @@ class DeadLetterWriter:
 
     def _size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
 
     def _rotate(self) -> None:
         """Shift each rotated file up by one (``.keep`` is overwritten: the oldest falls off),
@@ -105,11 +127,17 @@ class DeadLetterWriter:
         os.replace(self.path, self.rotated(1))
 
     def read(self) -> list[dict[str, Any]]:
-        """All records still on disk, oldest first (for tests, `geopol status` and post-mortems)."""
+        """All records still on disk, oldest first (for tests, `geopol status` and post-mortems).
+
+        A line that is not a JSON record (a write cut short by a kill, a damaged disk) becomes a
+        record with reason ``unreadable_record`` naming its file and line, so it is counted and
+        shown rather than hiding every record after it."""
         files = [self.rotated(i) for i in range(self.keep, 0, -1)] + [self.path]
         records: list[dict[str, Any]] = []
         for path in files:
             if path.exists():
-                with open(path, encoding="utf-8") as fh:
-                    records.extend(json.loads(line) for line in fh if line.strip())
+                with open(path, "rb") as fh:
+                    for number, raw in enumerate(fh, start=1):
+                        if raw.strip():
+                            records.append(_record(raw, path, number))
         return records

@@ -56,3 +56,20 @@ def test_a_stage_rotates_at_the_configured_size(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["s.jsonl", "s.jsonl.1"]
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 2 * 4096
     assert stage.metrics.snapshot()["rejected"] == {"non_finite": 100.0}
+
+
+def test_a_record_torn_by_a_kill_is_counted_and_the_records_after_it_still_read(tmp_path):
+    writer = DeadLetterWriter(tmp_path / "s.jsonl", "s")
+    _fill(writer, 2)
+    with open(writer.path, "ab") as fh:  # a write cut short: no closing brace, no newline
+        fh.write(b'{"time": 1.0, "stage": "s", "reas')
+    _fill(writer, 1)
+    records = writer.read()
+    assert [r["reason"] for r in records] == [
+        "handler_error",
+        "handler_error",
+        "unreadable_record",
+        "handler_error",
+    ]
+    assert records[2]["detail"] == "s.jsonl line 3: not a JSON record"
+    assert records[3]["detail"] == "failure 0000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
     journal.mark_sent(["q0", "q1", "q2", "q3"], 0.0)
     journal.mark_done("q0")
     journal.fail("q1", "cannot be sent: header too large")
+    journal.close_step(4)  # its snapshot still to send
     journal.close()
     letters = run_dir / "deadletter"
     for stage, reason in [("graph", "non_finite"), ("graph", "non_finite"), ("graph", "dtype")]:
@@ -77,6 +79,13 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
     export.parent.mkdir()
     export.write_text("a,b\n1,2\n")
     FileQuarantine(run_dir / "quarantine" / "SIM").add(export, ValueError("not GDELT"))
+    refused = {
+        "a.export.CSV.zip": ["bad_date", "bad_date", "empty_actors"],
+        "b.zip": ["step_closed"],
+    }
+    for name, reasons in refused.items():  # the row files export_ingest writes
+        rows = "".join(json.dumps({"source": name, "reason": r}) + "\n" for r in reasons)
+        (run_dir / "quarantine" / "SIM" / f"{name}.jsonl").write_text(rows)
     metrics = StageMetrics("ingest")
     metrics.heartbeat()
     ingest_port = _free_port()
@@ -96,9 +105,16 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
     finally:
         server.shutdown()
     assert alone.returncode == 0, alone.stdout + alone.stderr  # ingest is up; nothing else runs
-    assert "journal SIM: 2 pending, 2 in flight, 1 failed, 1 done" in alone.stdout
+    assert (
+        "journal SIM: 2 pending, 2 in flight, 1 failed, 1 done, 1 snapshot(s) unsent"
+        in alone.stdout
+    )
     assert "(failed: 1 cannot be sent: header too large)" in alone.stdout
     assert "quarantined files: 1" in alone.stdout
+    assert (
+        "quarantined rows: 4 in 2 file(s) (2 bad_date; 1 empty_actors; 1 step_closed)"
+        in alone.stdout
+    )
     assert "graph" not in alone.stdout and "relay" not in alone.stdout
     assert both.returncode == 1
     (graph_row,) = [line for line in both.stdout.splitlines() if line.startswith("graph")]
