@@ -46,7 +46,7 @@ one store without a rewrite or a schema-version bump. A column added the same wa
 nullable.
 
 Why it lives in shared/: the ingest stage is its only writer (``services/ingest/export_ingest.py``
-for GDELT exports, ``tkg_loader.py`` for benchmark folders), but other stages read it, and no stage
+for GDELT exports, ``tkg_ingest.py`` for benchmark folders), but other stages read it, and no stage
 imports another's folder. Readers: the graph stage (its recent-history window, and the check of
 the store's vocabularies against its artifact), the ingest stage itself (the snapshots it emits,
 ``datasets.py``, ``store_export.py``) and ``shared/facts.py`` (the supporting facts the calibrate

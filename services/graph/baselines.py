@@ -51,8 +51,8 @@ import numpy as np
 
 from services.graph.queries import StepQueries, expand_ranges, iter_step_queries, with_inverse
 from services.graph.ranking import RankCounts, count_ranks, reciprocal_rank, summarise
-from services.ingest.tkg_loader import TkgDataset, load_tkg
 from shared import eval_report
+from shared.tkg_dataset import TkgDataset, load_tkg
 
 LAMBDAS = (0.0, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.5, 0.9, 1.0001)
 ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from services.graph import jax_env
 from services.graph.train import TrainRequest, has_static_graph, train_graph
-from services.ingest.tkg_loader import load_tkg
 from shared.bench import machine, report
 from shared.config import load_config
 from shared.log import configure_logging
+from shared.tkg_dataset import load_tkg
 
 COMMAND = "geopol bench graph"
 

@@ -30,10 +30,10 @@ from services.graph.train import (
     settings_of,
     train_graph,
 )
-from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared import eval_report
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
+from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
 
 DEFAULT_EPOCHS = 30
 DEFAULT_PATIENCE = 5

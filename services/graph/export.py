@@ -47,7 +47,6 @@ import structlog
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError, load
 from services.graph.baselines import Benchmark, RecurrencyScorer, tune_recurrency
-from services.ingest.tkg_loader import TkgDataset, TkgFormatError, display_names, load_tkg
 from shared.atomic import atomic_write_text
 from shared.calendar import calendar_of, coarsen
 from shared.config import DEFAULT_CONFIG, load_config
@@ -63,6 +62,7 @@ from shared.embedding_export import (
 from shared.event_store import SPLITS
 from shared.log import configure_logging
 from shared.manifest import vocab_sha256
+from shared.tkg_dataset import TkgDataset, TkgFormatError, display_names, load_tkg
 
 if TYPE_CHECKING:
     from services.graph.embeddings import GraphModel

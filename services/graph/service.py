@@ -242,7 +242,7 @@ def live_recurrency(
     the log) when that folder is not there."""
     from services.graph.baselines import Benchmark, tune_recurrency
     from services.graph.live_recurrency import StoreRecurrency
-    from services.ingest.tkg_loader import load_tkg
+    from shared.tkg_dataset import load_tkg
 
     folder = config.train_data
     try:

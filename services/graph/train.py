@@ -22,10 +22,10 @@ from services.graph import jax_env
 from services.graph.artifact import ArtifactError
 from services.graph.artifact import load as load_artifact
 from services.graph.config import ModelConfig, TrainConfig, differences
-from services.ingest.tkg_loader import TkgDataset, TkgFormatError, load_tkg
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
 from shared.manifest import vocab_sha256
+from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"
 log = structlog.get_logger(__name__)

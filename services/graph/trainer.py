@@ -42,8 +42,8 @@ from services.graph.snapshots import (
     static_graph,
     training_queries,
 )
-from services.ingest.tkg_loader import TkgDataset
 from shared.manifest import vocab_sha256
+from shared.tkg_dataset import TkgDataset
 
 log = structlog.get_logger(__name__)
 

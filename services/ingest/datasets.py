@@ -45,10 +45,10 @@ from services.ingest import cameo
 from services.ingest.export_ingest import ingest_file
 from services.ingest.gdelt_reader import source_files
 from services.ingest.mapping import MINUTES_PER_DAY, MappingConfig, step_start
-from services.ingest.tkg_loader import SPLIT_FILES
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.event_store import SPLITS, EventStore, IngestStats
 from shared.log import configure_logging
+from shared.tkg_dataset import SPLIT_FILES
 
 log = structlog.get_logger(__name__)
 

@@ -27,12 +27,12 @@ from services.ingest.datasets import (
     write_text,
 )
 from services.ingest.mapping import step_start
-from services.ingest.tkg_loader import LABEL_FILES
 from shared.calendar import CALENDAR_FILE, make_calendar
 from shared.config import DEFAULT_CONFIG, load_config
 from shared.event_store import EventStore
 from shared.log import configure_logging
 from shared.store_vocab import Vocabulary
+from shared.tkg_dataset import LABEL_FILES
 
 
 def export_store(

@@ -21,8 +21,8 @@ from services.graph.baselines import (
     tune_recurrency,
 )
 from services.graph.queries import step_queries, with_inverse
-from services.ingest.tkg_loader import load_tkg
 from shared import eval_report
+from shared.tkg_dataset import load_tkg
 
 # ------------------------------------------------------------------ hand-computed scores
 

@@ -15,7 +15,7 @@ import pytest
 from services.graph import artifact, checkpoint
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.train import TrainError, TrainRequest, train_graph
-from services.ingest.tkg_loader import TkgDataset, load_tkg
+from shared.tkg_dataset import TkgDataset, load_tkg
 
 
 @pytest.fixture(scope="module")

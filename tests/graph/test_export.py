@@ -26,9 +26,9 @@ from services.graph.export import (
     true_object_ranges,
 )
 from services.graph.queries import iter_step_queries
-from services.ingest.tkg_loader import load_tkg
 from shared.calendar import CALENDAR_FILE, step_date
 from shared.embedding_export import ExportError, load_export
+from shared.tkg_dataset import load_tkg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T, K = 3, 4

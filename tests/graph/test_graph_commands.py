@@ -15,7 +15,7 @@ from test_evaluate import ENTITIES, RELATIONS, write_toy
 
 from services.graph import checkpoint, evaluate
 from services.graph.artifact import read_manifest
-from services.ingest.tkg_loader import load_tkg
+from shared.tkg_dataset import load_tkg
 
 CLI = "import sys; from shared.cli import main; sys.exit(main(sys.argv[1:]))"
 

@@ -13,7 +13,7 @@ import pytest
 
 from services.graph import artifact, model, snapshots, trainer
 from services.graph.config import ModelConfig, TrainConfig
-from services.ingest.tkg_loader import TkgDataset
+from shared.tkg_dataset import TkgDataset
 
 SLOPE = 11.0 / 48.0  # F.rrelu(training=False): mean of 1/8 and 1/3
 

@@ -20,8 +20,8 @@ from services.ingest.datasets import (
     main,
     split_bounds,
 )
-from services.ingest.tkg_loader import load_tkg
 from shared.manifest import file_sha256
+from shared.tkg_dataset import load_tkg
 
 # Observed once with `build_gdelt_georgia(<team data>/gdelt/v1/undp_georgia_bigquery_csv, out)`
 # (default mapping and 0.1/0.1 fractions) and written here so any change to the reader, the

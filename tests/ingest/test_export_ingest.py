@@ -163,7 +163,7 @@ def test_one_sided_events_get_the_no_actor_entity_when_allowed(tmp_path):
 
 def test_store_exports_as_a_benchmark_with_its_own_ids(sim_dir, tmp_path):
     from services.ingest.store_export import export_store
-    from services.ingest.tkg_loader import load_tkg
+    from shared.tkg_dataset import load_tkg
 
     store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
     ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)
@@ -180,8 +180,8 @@ def test_store_exports_as_a_benchmark_with_its_own_ids(sim_dir, tmp_path):
 def test_store_export_writes_display_labels_and_the_store_calendar(sim_dir, tmp_path):
     from services.ingest.mapping import step_start
     from services.ingest.store_export import export_store
-    from services.ingest.tkg_loader import display_names, load_tkg
     from shared.calendar import calendar_of, step_date
+    from shared.tkg_dataset import display_names, load_tkg
 
     store = EventStore(tmp_path / "store", step_minutes=15, min_free_bytes=0)
     ingest_paths([sim_dir], store, SIM_MAPPING, tmp_path / "q", progress=False)

@@ -1,11 +1,14 @@
-"""The house rule of DESIGN.md "Where code lives": shared/ imports no stage's folder."""
+"""The house rule of DESIGN.md "Where code lives": no stage imports another stage's folder, and
+shared/ imports none."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT / "shared"
+SERVICES = ROOT / "services"
 
 
 def stage_imports(path: Path) -> set[str]:
@@ -27,5 +30,20 @@ def test_shared_modules_import_no_stage_folder():
         (str(path.relative_to(SHARED)), module)
         for path in sorted(SHARED.rglob("*.py"))
         for module in stage_imports(path)
+    }
+    assert found == set()
+
+
+def test_no_stage_imports_another_stage_folder():
+    stages = sorted(
+        path.name for path in SERVICES.iterdir() if path.is_dir() and path.name != "__pycache__"
+    )
+    assert {"ingest", "graph", "llm", "calibrate"} <= set(stages)
+    found = {
+        (str(path.relative_to(SERVICES)), module)
+        for stage in stages
+        for path in sorted((SERVICES / stage).rglob("*.py"))
+        for module in stage_imports(path)
+        if module.split(".")[:2] != ["services", stage]
     }
     assert found == set()

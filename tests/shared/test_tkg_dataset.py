@@ -1,4 +1,4 @@
-"""TKG benchmark loader: real ICEWS counts and time units, tolerated quirks, precise errors."""
+"""TKG benchmark reader: real ICEWS counts and time units, tolerated quirks, precise errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.ingest.tkg_loader import (
-    TkgDataset,
-    TkgFormatError,
-    display_names,
-    ingest_tkg,
-    load_tkg,
-)
-from shared.event_store import EventStore
+from shared.tkg_dataset import TkgDataset, TkgFormatError, display_names, load_tkg
 
 # Counts and time ranges from <shared_data>/tkg/*/SOURCE.md.
 REAL = {
@@ -95,22 +88,6 @@ def test_quote_debris_is_undone_so_both_icews14_encodings_hold_the_same_facts(
     assert named(icews14, "test", 1, 1) == named(nec, "test", 24, 0)
 
 
-def test_ingest_keeps_original_ids_and_splits(
-    tmp_path: Path, tkg_dir: Path, icews14: TkgDataset
-) -> None:
-    store = ingest_tkg(tkg_dir / "ICEWS14", tmp_path / "icews14")
-    assert store.step_minutes == 1440
-    assert store.entities.keys() == icews14.entity_names
-    assert store.relations.keys() == icews14.relation_names
-    assert store.entities.label("Barack_Obama") == "Barack Obama"
-    for split, facts in icews14.splits.items():
-        stored = store.scan(split=split).select("subject", "relation", "object", "t").to_numpy()
-        assert np.array_equal(stored[np.lexsort(stored.T[::-1])], facts[np.lexsort(facts.T[::-1])])
-    assert store.steps() == list(range(1, 366))
-    again = ingest_tkg(tkg_dir / "ICEWS14", tmp_path / "icews14")  # unchanged files: no-op
-    assert again.scan().height == sum(REAL["ICEWS14"]["sizes"].values())
-
-
 # --------------------------------------------------------------------- synthetic layouts
 
 
@@ -136,13 +113,6 @@ def test_crlf_spaces_and_fifth_column_without_id_files(tmp_path: Path) -> None:
     assert dataset.splits["test"].tolist() == [[0, 1, 2, 96]]
     assert (dataset.time_unit, dataset.time_step, dataset.step_minutes) == ("hour", 24, 1440)
     assert dataset.entity_names == ["0", "1", "2"] and dataset.relation_names == ["0", "1"]
-    store = ingest_tkg(directory, tmp_path / "store")
-    assert store.entities.keys() == [
-        "0",
-        "1",
-        "2",
-    ]  # not first-appearance order (2, 1, 0)
-    assert store.scan(split="test").select("subject", "object", "t").rows() == [(0, 2, 4)]
 
 
 def test_id_files_with_crlf_fix_ids_even_for_unused_names(tmp_path: Path) -> None:
@@ -158,9 +128,7 @@ def test_id_files_with_crlf_fix_ids_even_for_unused_names(tmp_path: Path) -> Non
     dataset = load_tkg(directory)
     assert dataset.entity_names == ['Al "A" Pha', "Beta", "Gamma", "Unused"]
     assert dataset.time_unit == "day"
-    store = ingest_tkg(directory, tmp_path / "store")
-    assert store.entities.keys() == dataset.entity_names
-    assert store.scan(split="train").select("subject", "object").rows() == [(2, 1)]
+    assert dataset.splits["train"].tolist() == [[2, 0, 1, 0]]
 
 
 def test_display_names_come_from_label_files_else_from_names_with_spaces(tmp_path: Path) -> None:
@@ -181,15 +149,6 @@ def test_display_names_come_from_label_files_else_from_names_with_spaces(tmp_pat
     short = load_tkg(write(tmp_path / "short", {**files, "relation2label.txt": ""}))
     with pytest.raises(TkgFormatError, match="relation2label.txt: 0 labels, but the dataset has 1"):
         display_names(short)
-
-
-def test_ingest_refuses_a_store_holding_other_keys(tmp_path: Path) -> None:
-    directory = write(tmp_path / "tiny", HOURLY)
-    ingest_tkg(directory, tmp_path / "store")
-    other = write(tmp_path / "other", {**HOURLY, "entity2id.txt": "X\t0\nY\t1\nZ\t2\n"})
-    with pytest.raises(TkgFormatError, match="original ids would not be preserved"):
-        ingest_tkg(other, tmp_path / "store")
-    assert EventStore(tmp_path / "store", step_minutes=1440).entities.keys() == ["0", "1", "2"]
 
 
 GOOD = {
