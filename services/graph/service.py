@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.graph import jax_env
-from services.graph.artifact import ArtifactError, load
+from services.graph.artifact import ArtifactError, GraphArtifact, load, read_manifest
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
 from shared.ids import frame_to_ids
@@ -47,6 +47,7 @@ from shared.log import configure_logging, get_logger
 from shared.manifest import vocab_sha256
 from shared.protocol import Message, MessageType, new_message
 from shared.runtime import Route, StageRuntime
+from shared.tkg_dataset import TkgDataset, load_tkg
 
 if TYPE_CHECKING:
     from services.graph.embeddings import GraphModel, WindowEmbeddings
@@ -194,32 +195,85 @@ def _snapshot_triples(message: Message) -> np.ndarray:
 # --------------------------------------------------------------------------- process
 
 
-def check_vocabulary(store: EventStore, manifest: dict[str, Any]) -> None:
+def training_data(folder: Path) -> TkgDataset | None:
+    """The benchmark folder the graph artifact was trained on, read once for the checks below and
+    the recurrency frame; None when it cannot be read (said in the log, naming the folder): the
+    frame is then off and a store smaller than the artifact's vocabulary goes unverified."""
+    try:
+        return load_tkg(folder)
+    except (OSError, ValueError) as exc:  # TkgFormatError is a ValueError
+        log.warning("recurrency_frame_off", data=str(folder), reason=str(exc))
+        return None
+
+
+def load_artifact(directory: Path, training: TkgDataset | None) -> GraphArtifact:
+    """The graph artifact (manifest and hashes checked, numpy only), and, when the training folder
+    is there, checked to be trained on that folder's vocabulary with its entity/relation counts."""
+    if training is None:
+        return load(directory)
+    data = read_manifest(directory)["data"]
+    for field, names in (
+        ("entities_sha256", training.entity_names),
+        ("relations_sha256", training.relation_names),
+    ):
+        if vocab_sha256(names) != data[field]:
+            raise ArtifactError(
+                f"training folder {training.directory} is not the data graph artifact {directory} "
+                f"was trained on: data.{field} in its manifest differs from the folder's vocabulary"
+            )
+    return load(directory, num_entities=training.num_entities, num_relations=training.num_relations)
+
+
+def check_vocabulary(
+    store: EventStore, manifest: dict[str, Any], training: TkgDataset | None, folder: Path
+) -> None:
     """Refuse a store whose ids are not the artifact's (invariant 4): embeddings would silently
-    belong to other entities. Verifiable once the store holds the artifact's whole vocabulary."""
+    belong to other entities. A store holding the artifact's whole vocabulary is checked by hash;
+    a smaller one (a fresh pipeline whose store is still growing) name by name against
+    ``training``, the folder :func:`load_artifact` matched to the artifact. When that folder
+    (``folder``) could not be read, a smaller store goes unverified, and the log says so."""
     data = manifest["data"]
     entities, relations = store.entities.keys(), store.relations.keys()
-    if len(entities) < data["num_entities"] or len(relations) < data["num_relations"]:
-        log.warning("vocabulary_unverified", store_entities=len(entities))
-        return
-    found = (
-        vocab_sha256(entities[: data["num_entities"]]),
-        vocab_sha256(relations[: data["num_relations"]]),
-    )
-    if found != (data["entities_sha256"], data["relations_sha256"]):
-        raise ArtifactError(
-            f"event store {store.root}: its first {data['num_entities']} entities / "
-            f"{data['num_relations']} relations are not the vocabulary the graph artifact was "
-            "trained on (vocabulary sha256 differs)"
+    if len(entities) >= data["num_entities"] and len(relations) >= data["num_relations"]:
+        found = (
+            vocab_sha256(entities[: data["num_entities"]]),
+            vocab_sha256(relations[: data["num_relations"]]),
         )
+        if found != (data["entities_sha256"], data["relations_sha256"]):
+            raise ArtifactError(
+                f"event store {store.root}: its first {data['num_entities']} entities / "
+                f"{data['num_relations']} relations are not the vocabulary the graph artifact was "
+                "trained on (vocabulary sha256 differs)"
+            )
+    elif training is not None:
+        _check_prefix(store, "entity", entities, training.entity_names)
+        _check_prefix(store, "relation", relations, training.relation_names)
+    else:
+        log.warning(
+            "vocabulary_unverified",
+            store_entities=len(entities),
+            store_relations=len(relations),
+            missing_data=str(folder),
+        )
+
+
+def _check_prefix(store: EventStore, what: str, stored: list[str], names: list[str]) -> None:
+    """The store's keys are the training vocabulary's names, in id order, as far as both go."""
+    for key_id, (found, expected) in enumerate(zip(stored, names, strict=False)):
+        if found != expected:
+            raise ArtifactError(
+                f"event store {store.root}: {what} id {key_id} is {found!r}, but {expected!r} in "
+                "the vocabulary the graph artifact was trained on"
+            )
 
 
 def build_stage(config: Config) -> GraphStage:
     """Load and check the artifact, then start JAX. Call only after ``jax_env.configure``."""
     settings = config.graph
-    artifact = load(config.graph_artifact)  # manifest and hashes checked, numpy only
+    training = training_data(config.train_data)
+    artifact = load_artifact(config.graph_artifact, training)
     store = EventStore(config.store_dir, step_minutes=config.ingest.mapping.step_minutes)
-    check_vocabulary(store, artifact.manifest)
+    check_vocabulary(store, artifact.manifest, training, config.train_data)
 
     from services.graph.embeddings import GraphModel  # JAX starts here, after configure
     from services.graph.history import RecentWindow
@@ -230,27 +284,23 @@ def build_stage(config: Config) -> GraphStage:
         cfg.num_entities, cfg.num_relations, cfg.history, settings.steps, settings.min_bucket
     )
     log.info("graph_model_loaded", artifact=graph_model.artifact_id, steps=settings.steps)
-    recurrency = live_recurrency(config, store, cfg.num_entities, cfg.num_relations)
+    recurrency = live_recurrency(training, store, cfg.num_entities, cfg.num_relations)
     return GraphStage(graph_model, window, store, settings.candidates, recurrency)
 
 
 def live_recurrency(
-    config: Config, store: EventStore, num_entities: int, num_relations: int
+    training: TkgDataset | None, store: EventStore, num_entities: int, num_relations: int
 ) -> StoreRecurrency | None:
     """The recurrency baseline tuned on the training folder's valid split, as the export tunes
     it, so the served frame is the feature the calibrator was fitted on; None (no frame, said in
-    the log) when that folder is not there."""
+    the log by :func:`training_data`) when that folder is not there."""
+    if training is None:
+        return None
     from services.graph.baselines import Benchmark, tune_recurrency
     from services.graph.live_recurrency import StoreRecurrency
-    from shared.tkg_dataset import load_tkg
 
-    folder = config.train_data
-    try:
-        params = tune_recurrency(Benchmark.from_dataset(load_tkg(folder)), "valid")
-    except (OSError, ValueError) as exc:  # TkgFormatError is a ValueError
-        log.warning("recurrency_frame_off", data=str(folder), reason=str(exc))
-        return None
-    log.info("recurrency_tuned", data=str(folder), params=params.describe())
+    params = tune_recurrency(Benchmark.from_dataset(training), "valid")
+    log.info("recurrency_tuned", data=str(training.directory), params=params.describe())
     return StoreRecurrency(store, params, num_entities, num_relations)
 
 

@@ -3,7 +3,9 @@ equal the model's own computation and the export's rows, whatever order messages
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +13,29 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
+from structlog.testing import capture_logs
 
 from services.graph import embeddings
 from services.graph.artifact import ArtifactError, read_manifest
 from services.graph.export import ExportRequest, export_embeddings
 from services.graph.history import RecentWindow
-from services.graph.service import GraphStage, check_vocabulary
+from services.graph.service import (
+    GraphStage,
+    build_stage,
+    check_vocabulary,
+    live_recurrency,
+    load_artifact,
+    training_data,
+)
 from services.ingest.work import snapshot_message
+from shared.config import DEFAULT_CONFIG, load_config
 from shared.embedding_export import load_export
-from shared.event_store import QUAD_SCHEMA, ClosedStepError
+from shared.event_store import QUAD_SCHEMA, ClosedStepError, KeyLabels
 from shared.graph_frames import FRAME_NAMES, candidate_ids, check_frames
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
+from shared.tkg_dataset import load_tkg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T, K = 3, 4
@@ -219,15 +232,115 @@ def test_a_query_outside_the_artifact_vocabulary_is_refused(graph_model, tiny, s
 
 
 def test_a_store_with_another_vocabulary_is_refused(
-    tiny, store, tmp_path: Path, artifact_dir: Path
+    tiny, store, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
 ) -> None:
     manifest = read_manifest(artifact_dir)
     tiny.append_steps(store, range(2))
-    check_vocabulary(store, manifest)  # the artifact's names in the artifact's order
     other = tiny.open_store(tmp_path / "other")
     tiny.append_steps(other, range(2), entity_order=tiny.entity_names[::-1])
-    with pytest.raises(ArtifactError, match="vocabulary"):
-        check_vocabulary(other, manifest)
+    for training in (load_tkg(benchmark_dir), None):  # a whole vocabulary is checked by hash
+        check_vocabulary(store, manifest, training, benchmark_dir)  # the artifact's names in order
+        with pytest.raises(ArtifactError, match="vocabulary"):
+            check_vocabulary(other, manifest, training, benchmark_dir)
+
+
+def growing_store(tiny, root: Path, entities: list[str], relations: list[str]):
+    """A store that has registered only ``entities`` and ``relations`` so far, in that order."""
+    store = tiny.open_store(root)
+    row = {"subject": entities[0], "relation": relations[0], "object": entities[0], "t": 0}
+    frame = pl.DataFrame([{**dict.fromkeys(QUAD_SCHEMA), **row}], schema=QUAD_SCHEMA)
+    labels = KeyLabels(entities=dict.fromkeys(entities), relations=dict.fromkeys(relations))
+    sha = hashlib.sha256(repr((entities, relations)).encode()).hexdigest()
+    store.append(frame, source="growing", source_sha256=sha, labels=labels)
+    return store
+
+
+def test_a_smaller_store_is_verified_against_the_training_folder_names(
+    tiny, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
+) -> None:
+    """Issue 9, item 8: a fresh pipeline's store holds fewer entities than the artifact. Its keys
+    must be the first names of the training vocabulary, id by id."""
+    manifest, training = read_manifest(artifact_dir), load_tkg(benchmark_dir)
+    prefix = growing_store(tiny, tmp_path / "prefix", tiny.entity_names[:6], ["r0", "r1"])
+    with capture_logs() as logs:
+        check_vocabulary(prefix, manifest, training, benchmark_dir)
+    assert logs == []
+
+    wrong = [*tiny.entity_names[:2], "X", *tiny.entity_names[3:6]]
+    swapped = growing_store(tiny, tmp_path / "wrong", wrong, ["r0", "r1"])
+    with pytest.raises(ArtifactError) as err:
+        check_vocabulary(swapped, manifest, training, benchmark_dir)
+    assert str(tmp_path / "wrong") in str(err.value)
+    assert "entity id 2 is 'X', but 'e2'" in str(err.value)
+    relations = growing_store(tiny, tmp_path / "rel", tiny.entity_names, ["r1"])
+    with pytest.raises(ArtifactError, match="relation id 0 is 'r1', but 'r0'"):
+        check_vocabulary(relations, manifest, training, benchmark_dir)
+
+    with capture_logs() as logs:  # no training folder: unverified, and the log says which
+        check_vocabulary(swapped, manifest, None, tmp_path / "absent")
+    assert [(e["event"], e["missing_data"]) for e in logs] == [
+        ("vocabulary_unverified", str(tmp_path / "absent"))
+    ]
+
+
+def test_without_the_training_folder_the_recurrency_frame_is_off(tiny, tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        assert training_data(tmp_path / "absent") is None
+    assert [(e["event"], e["data"]) for e in logs] == [
+        ("recurrency_frame_off", str(tmp_path / "absent"))
+    ]
+    assert live_recurrency(None, tiny.open_store(tmp_path / "store"), tiny.num_entities, 3) is None
+
+
+def test_the_artifact_is_checked_against_the_training_folder(
+    tiny, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
+) -> None:
+    training = load_tkg(benchmark_dir)
+    assert load_artifact(artifact_dir, training).manifest == read_manifest(artifact_dir)
+
+    renamed = tiny.write_benchmark(tmp_path / "renamed")
+    (renamed / "relation2id.txt").write_text("r0\t0\nr1\t1\nR2\t2\n")
+    with pytest.raises(ArtifactError) as err:
+        load_artifact(artifact_dir, load_tkg(renamed))
+    assert str(renamed) in str(err.value) and str(artifact_dir) in str(err.value)
+    assert "data.relations_sha256" in str(err.value)
+
+    other_dims = tmp_path / "other_dims"
+    shutil.copytree(artifact_dir, other_dims)
+    manifest = json.loads((other_dims / "manifest.json").read_text())
+    manifest["dims"]["num_entities"] = 11  # the vocabulary hashes still say the folder's 10
+    (other_dims / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="num_entities is 11 in manifest.json but 10"):
+        load_artifact(other_dims, training)
+
+
+def served_config(tmp_path: Path, artifact_dir: Path, data: Path):
+    """The default config, serving ``artifact_dir`` with ``data`` as its training folder."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    raw["paths"]["run_dir"] = str(tmp_path / "run")
+    raw["ingest"]["mapping"]["step_minutes"] = 1440
+    raw["graph"]["artifact"] = str(artifact_dir)
+    raw["graph"]["train"]["data"] = str(data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return load_config(path, env={})
+
+
+def test_build_stage_checks_a_growing_store_against_the_training_folder_it_tunes_on(
+    tiny, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
+) -> None:
+    config = served_config(tmp_path, artifact_dir, benchmark_dir)
+    growing_store(tiny, config.store_dir, tiny.entity_names[:4], ["r0"])
+    stage = build_stage(config)
+    assert stage.recurrency is not None and stage.store.entities.keys() == tiny.entity_names[:4]
+
+    growing_store(tiny, config.store_dir, ["e7"], ["r0"])  # one more key, not the next name
+    with pytest.raises(ArtifactError, match="entity id 4 is 'e7', but 'e4'"):
+        build_stage(config)
+    other = tiny.write_benchmark(tmp_path / "other")
+    (other / "entity2id.txt").write_text("".join(f"E{i}\t{i}\n" for i in range(10)))
+    with pytest.raises(ArtifactError, match="data.entities_sha256"):
+        build_stage(served_config(tmp_path, artifact_dir, other))
 
 
 def test_service_replies_equal_the_exported_rows(
