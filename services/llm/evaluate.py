@@ -9,7 +9,9 @@ graph's own baselines, every method on the same seeded sample and the same optio
 - every LLM method's score table (each candidate's LLM, graph and recurrency scores) is written
   under ``--scores`` (default RUN_DIR/scores/DATASET): what ``geopol eval calibrate`` measures.
 - learning curves and the chosen recipe come from each artifact's manifest (its validation
-  curve); ``--ablation NAME=ARTIFACT`` rows go under ``ablations`` at K=10.
+  curve), ablations' curves included; ``--ablation NAME=ARTIFACT`` rows go under ``ablations``
+  at the largest K of ``--ks``, scored on the first ``--ablation-n`` questions of the same seeded sample (variants
+  trained on few questions are compared with each other, not with the full-size methods).
 
 Ties (recurrency gives many candidates 0) are broken by the seeded option order, which is random,
 so a tie costs what a random guess costs.
@@ -141,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=ARTIFACT",
-        help="an ablation row (K=10 only)",
+        help="an ablation row (at the largest --ks only)",
     )
     parser.add_argument(
         "--live-method",
@@ -150,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only these methods re-rank the live export (repeatable; default: every method)",
     )
     parser.add_argument("--n", type=int, default=2000, help="questions in the seeded sample")
+    parser.add_argument(
+        "--ablation-n",
+        type=int,
+        help="questions the ablation rows are scored on: the first of the same sample (default --n)",
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 6, 10], help="option counts")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and option orders")
     parser.add_argument("--no-baselines", action="store_true", help="skip recurrency and regcn")
@@ -212,15 +219,16 @@ def evaluate(
         lines += [
             f"tgl-mcq K={k} {name}: {e['acc']:.4f} (n={e['n']})" for name, e in entries.items()
         ]
+    ablation_rows = sample_rows(export, args.ablation_n or args.n, args.seed)
     for name, path in {**methods, **ablations}.items():
         scorer, checked = load_scorer(config, path)
         steps = checked.steps
-        ks = args.ks if name in methods else [10]
+        ks = args.ks if name in methods else [max(args.ks)]
         for k in ks:
             table = score_table(
                 scorer,
                 export,
-                rows,
+                rows if name in methods else ablation_rows,
                 k,
                 steps,
                 args.seed,
@@ -230,10 +238,11 @@ def evaluate(
             )
             tables.save(table, scores_dir / table_name(table))
             picks, gold = table.llm.argmax(1), table.gold
-            entry = {"acc": float((picks == gold).mean()), "n": int(len(rows))}
+            entry = {"acc": float((picks == gold).mean()), "n": int(len(table))}
             section = ("tgl-mcq", f"K{k}") if name in methods else ("ablations",)
             value = entry if name in methods else {**entry, "K": k}
-            recipe_note = f"{note}; recipe {checked.manifest.get('recipe_name')!r}: {checked.manifest['recipe']}; trained on {checked.manifest['data']['questions']} questions, best validation at {checked.manifest['train']['best_questions']}"
+            sample = note if name in methods else _ablation_note(export, table, args.seed)
+            recipe_note = f"{sample}; recipe {checked.manifest.get('recipe_name')!r}: {checked.manifest['recipe']}; trained on {checked.manifest['data']['questions']} questions, best validation at {checked.manifest['train']['best_questions']}"
             eval_report.write_entries(
                 dataset, section, {name: value}, args.reports, notes=recipe_note
             )
@@ -242,7 +251,7 @@ def evaluate(
             {"train_questions": p["train_questions"], "acc": p["acc"], "K": p["K"]}
             for p in checked.manifest["train"]["curve"]
         ]
-        if name in methods and curve:
+        if curve:
             eval_report.write_entries(
                 dataset,
                 ("learning_curve",),
@@ -268,6 +277,15 @@ def evaluate(
             export_name=dataset, live=live, scorer=None, steps=1, name="regcn", args=args
         )
     return lines
+
+
+def _ablation_note(export: ExportedSplit, table: tables.ScoreTable, seed: int) -> str:
+    """Where an ablation row was scored, with regcn's Acc on the same questions and options."""
+    regcn = float((table.graph.argmax(1) == table.gold).mean())
+    return (
+        f"first {len(table)} questions of the seeded {export.manifest['split']} sample (seed "
+        f"{seed}); regcn on them {regcn:.4f}"
+    )
 
 
 def table_name(table: tables.ScoreTable) -> str:

@@ -141,8 +141,12 @@ def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
         str(tiny_export),
         "--method",
         f"tgl-llm-random={artifact}",
+        "--ablation",
+        f"variant={artifact}",
         "--n",
         "20",
+        "--ablation-n",
+        "8",
         "--ks",
         "4",
         "6",
@@ -163,6 +167,12 @@ def test_eval_llm_writes_tgl_mcq_rows_for_every_method(
             entry["n"] == 20 and 0 <= entry["acc"] <= 1 for entry in rows["tgl-mcq"][k].values()
         )
     assert rows["learning_curve"]["tgl-llm-random"][0]["train_questions"] == 16
+    # an ablation: the largest K only, on the first 8 questions of the same sample, with its curve
+    assert rows["ablations"]["variant"]["K"] == 6 and rows["ablations"]["variant"]["n"] == 8
+    variant = score_table.load(tmp_path / "scores" / "valid-tgl-mcq-K6-variant.safetensors")
+    first = score_table.load(tmp_path / "scores" / "valid-tgl-mcq-K6-tgl-llm-random.safetensors")
+    assert set(variant.rows) < set(first.rows)
+    assert rows["learning_curve"]["variant"] == rows["learning_curve"]["tgl-llm-random"]
     assert "tgl-mcq" in (tmp_path / "eval.md").read_text()
     assert (tmp_path / "learning-curve-TINY.png").stat().st_size > 0
 
