@@ -10,7 +10,7 @@ STAGE ?=
 RUN_DIR ?= $(or $(GEOPOL_RUN_DIR),var)
 
 .PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
-        status watch train eval eval-baselines eval-llm eval-calibrate
+        status watch train eval eval-baselines eval-llm eval-calibrate eval-sim
 
 help:  ## list the targets
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -37,6 +37,18 @@ run:  ## the main job on the embedded default: simulate, ingest, train the graph
 	$(GEOPOL) llm score --config $(CONFIG) --artifact $(RUN_DIR)/artifacts/llm/SIM --data $(RUN_DIR)/embeddings/SIM/calibrate-live \
 	  --sample 240 --method tgl-llm --out $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
 	$(GEOPOL) train calibrate --config $(CONFIG) --table $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
+
+# the served calibrator on SIM test questions it was not fitted on (a seeded sample disjoint from
+# the 240 above), each forecast also compared with the simulator's exact next-slot distribution
+SIM_EVAL_N ?= 400
+SIM_SCORES := $(RUN_DIR)/scores/SIM
+
+eval-sim:  ## after make run: the calibrator on held-out SIM questions against the simulator's exact truth
+	$(GEOPOL) llm score --config $(CONFIG) --artifact $(RUN_DIR)/artifacts/llm/SIM --data $(RUN_DIR)/embeddings/SIM/calibrate-live \
+	  --sample $(SIM_EVAL_N) --seed 1 --exclude $(SIM_SCORES)/calibrate-live-K10.safetensors --method tgl-llm \
+	  --out $(SIM_SCORES)/heldout-live-K10.safetensors
+	$(GEOPOL) eval calibrate --config $(CONFIG) --valid $(SIM_SCORES)/calibrate-live-K10.safetensors \
+	  --test $(SIM_SCORES)/heldout-live-K10.safetensors --truth $(RUN_DIR)/simulate --data $(RUN_DIR)/datasets/SIM
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
@@ -99,6 +111,7 @@ EMB14 := $(LLM_RUN)/embeddings/ICEWS14
 LLM14 := $(LLM_RUN)/artifacts/llm/ICEWS14
 LLM_METHODS ?= tgl-llm-random=best tgl-llm-paper=tgl-llm-paper llm-raw=llm-raw
 LLM_ABLATIONS ?=
+LLM_EVAL_ARGS ?=
 LLM_LIVE ?= tgl-llm-random
 LLM_KS ?= 4 6 10
 SCORES14 := $(LLM_RUN)/scores/ICEWS14
@@ -118,8 +131,10 @@ $(EMB14)/valid-live10/manifest.json: $(GRAPH14)/manifest.json
 $(EMB14)/test-live10/manifest.json: $(GRAPH14)/manifest.json
 	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol live --k 10 --inverse --out $(EMB14)/test-live10
 
+# an artifact folder is named for its recipe, and RECIPE@N trains that recipe on N questions
 $(LLM14)/%/manifest.json: $(EMB14)/valid-mcq10/manifest.json
-	$(GEOPOL) train llm --config $(LLM_CONFIG) --recipe $* --out $(LLM14)/$* $(LLM_TRAIN_ARGS)
+	$(GEOPOL) train llm --config $(LLM_CONFIG) --recipe $(word 1,$(subst @, ,$*)) --out $(LLM14)/$* \
+	  $(if $(findstring @,$*),--questions $(word 2,$(subst @, ,$*))) $(LLM_TRAIN_ARGS)
 
 LLM_DEPS := $(EMB14)/test-mcq10/manifest.json $(EMB14)/test-live10/manifest.json \
             $(foreach m,$(LLM_METHODS) $(LLM_ABLATIONS),$(LLM14)/$(word 2,$(subst =, ,$(m)))/manifest.json)
@@ -128,7 +143,7 @@ eval-llm: $(LLM_DEPS)  ## LLM rows on ICEWS14 into reports/eval.json (hours on 2
 	$(GEOPOL) eval llm --config $(LLM_CONFIG) --data $(EMB14)/test-mcq10 --live $(EMB14)/test-live10 --n $(LLM_N) --ks $(LLM_KS) \
 	  $(foreach m,$(LLM_METHODS),--method $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
 	  $(foreach m,$(LLM_ABLATIONS),--ablation $(word 1,$(subst =, ,$(m)))=$(LLM14)/$(word 2,$(subst =, ,$(m)))) \
-	  $(foreach m,$(LLM_LIVE),--live-method $(m))
+	  $(foreach m,$(LLM_LIVE),--live-method $(m)) $(LLM_EVAL_ARGS)
 
 # --- calibration on ICEWS14 (make eval-calibrate): fitted on held-out valid rows, scored on the
 # test tables eval-llm saved for tgl-llm-random
