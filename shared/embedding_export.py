@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from shared.atomic import atomic_write_text
-from shared.manifest import Fields, file_sha256, read_json
+from shared.manifest import Fields, file_sha256, manifest_id, read_json
 
 KIND = "graph-embeddings"
 FORMAT_VERSION = 2
@@ -60,10 +60,11 @@ def array_layout(steps: int, k: int, dim: int) -> dict[str, tuple[type, tuple[in
 
 @dataclass(frozen=True)
 class ExportedSplit:
-    """A checked export: its manifest and its arrays (memory-mapped, read-only)."""
+    """A checked export: its manifest, its arrays (memory-mapped, read-only) and its folder."""
 
     manifest: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(repr=False)
+    directory: Path | None = None
 
     def __len__(self) -> int:
         return len(self.arrays["gold_index"])
@@ -79,6 +80,11 @@ class ExportedSplit:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    @property
+    def export_id(self) -> str:
+        """sha256 of the manifest (which holds every file's hash): names this export exactly."""
+        return manifest_id(self.manifest)
 
 
 def load_export(directory: Path) -> ExportedSplit:
@@ -104,7 +110,7 @@ def load_export(directory: Path) -> ExportedSplit:
     if listed != expected:
         raise ExportError(f"{what}: {MANIFEST} lists {sorted(listed)}, expected {sorted(expected)}")
     arrays = {name: _checked_array(directory, files.section(name)) for name in files.document}
-    return ExportedSplit(manifest, arrays)
+    return ExportedSplit(manifest, arrays, directory)
 
 
 def _checked_array(directory: Path, entry: Fields) -> np.ndarray:

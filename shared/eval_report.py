@@ -165,6 +165,14 @@ def _ranking_section(
     return parts
 
 
+def _truth_cells(m: dict[str, Any], suffix: str = "") -> str:
+    """The truth MAE and KL cells of a calibration row measured against the simulator's exact
+    distribution (``geopol eval calibrate --truth``); nothing for one that was not."""
+    if f"truth_mae{suffix}" not in m:
+        return ""
+    return f" {m[f'truth_mae{suffix}']:.4f} | {m[f'truth_kl{suffix}']:.4f} |"
+
+
 def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
     """tgl-mcq (methods x K), live, learning curves and ablations, each with its commands."""
     parts: list[str] = []
@@ -200,19 +208,29 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
             )
         parts += ["", *_section_provenance(recorded, "live/"), ""]
     for protocol, entry in sorted((data.get("calibration") or {}).items()):
+        truth = "truth_n" in entry  # measured against the simulator's truth (--truth)
         parts += [
             f"## {dataset}: calibration, {protocol} K={entry['K']} (chosen: {entry['method']}, "
             f"n={entry['n']})",
             "",
-            "| probabilities | ECE | Brier | NLL | Acc |",
-            "|---|---|---|---|---|",
+            "| probabilities | ECE | Brier | NLL | Acc |" + (" truth MAE | truth KL |" * truth),
+            "|---|---|---|---|---|" + ("---|---|" * truth),
             f"| before (softmax of the LLM logits) | {entry['ece_before']:.4f} | "
-            f"{entry['brier_before']:.4f} | {entry['nll_before']:.4f} | - |",
+            f"{entry['brier_before']:.4f} | {entry['nll_before']:.4f} | - |"
+            + _truth_cells(entry, "_before"),
         ]
         for name, m in entry["by_method"].items():
             parts.append(
                 f"| {name} | {m['ece']:.4f} | {m['brier']:.4f} | {m['nll']:.4f} | {m['acc']:.4f} |"
+                + _truth_cells(m)
             )
+        if truth:
+            parts += [
+                "",
+                "truth MAE and KL(truth || forecast): against the simulator's exact next-slot "
+                f"distribution over the K candidates and `other`, on the {entry['truth_n']} "
+                f"questions that have one ({entry['truth_missing']} without).",
+            ]
         parts += [
             "",
             f"![reliability {protocol}](reliability-{dataset}-{protocol}.png)",

@@ -10,6 +10,10 @@ one method on one protocol at one K, for a seeded sample of rows of one embeddin
 - ``candidate_ids [n, K]`` and ``rows [n]`` (the export rows),
 - ``gold [n]``           the gold's position among the K, -1 when it is not there (a live miss).
 
+The meta names the dataset, split, protocol, method and K, and (tables written since they do)
+the export the rows are of: ``export`` (its folder) and ``export_id`` (its manifest's sha256);
+:func:`check_of_export` checks a table against an export before its rows are looked up there.
+
 Columns are in the **candidates' order** (the graph's rank order in live use), the order the
 SCORES message carries them in, so a calibrator fitted here reads served messages the same way.
 Stored as safetensors with string metadata: no pickle, and a table from elsewhere is checked
@@ -29,6 +33,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as to_bytes
 
 from shared.atomic import atomic_write_bytes
+from shared.embedding_export import ExportedSplit
 
 FEATURES = ("llm", "graph", "recurrency")
 FORMAT = 1
@@ -130,3 +135,25 @@ def load(path: Path) -> ScoreTable:
     table = ScoreTable(**{name: arrays[name] for name in _ARRAYS}, meta=meta)
     check(table, str(path))
     return table
+
+
+def check_of_export(table: ScoreTable, export: ExportedSplit, source: str) -> None:
+    """Raise :class:`ScoreTableError` naming ``source`` unless ``table``'s rows are rows of
+    ``export``: the same export id where the table records one, the same dataset, split,
+    protocol and graph artifact, every row in range and every candidate among that row's."""
+    where = f"{source}: not scored from embedding export {export.directory}"
+    recorded = table.meta.get("export_id")
+    if recorded is not None and recorded != export.export_id:
+        raise ScoreTableError(f"{where} (export id {recorded[:12]}, found {export.export_id[:12]})")
+    for key in ("dataset", "split", "protocol", "graph_artifact"):
+        if key in table.meta and table.meta[key] != export.manifest.get(key):
+            raise ScoreTableError(
+                f"{where} ({key} {table.meta[key]!r}, the export's {export.manifest.get(key)!r})"
+            )
+    rows = np.asarray(table.rows)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(export)):
+        raise ScoreTableError(f"{where} (rows outside 0..{len(export) - 1})")
+    exported = np.asarray(export.arrays["candidate_ids"])[rows]
+    among = (np.asarray(table.candidate_ids)[:, :, None] == exported[:, None, :]).any(axis=2)
+    if not among.all():
+        raise ScoreTableError(f"{where} (candidates of row {int(rows[~among.all(axis=1)][0])})")

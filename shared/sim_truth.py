@@ -18,6 +18,8 @@ import polars as pl
 from shared.event_store import step_start
 
 TRUTH_DIR = "truth"
+SLOT_MINUTES = 15
+"""Length of one simulated slot: a store step of this length is one slot."""
 TRUTH_SCHEMA: dict[str, pl.DataType] = {
     "t": pl.Int64(),
     "subject": pl.String(),
@@ -49,9 +51,17 @@ def distribution(
 ) -> dict[str, float] | None:
     """``object key -> P(object | subject, relation)`` at store step ``t``; None when the run
     has no truth for that step (not a simulated source, or steps other than one slot)."""
-    if step_minutes != 15:
+    if step_minutes != SLOT_MINUTES:
         return None
-    path = truth_file(source, step_start(t, step_minutes))
+    return slot_distribution(source, step_start(t, step_minutes), subject, relation)
+
+
+def slot_distribution(
+    source: Path, moment: datetime, subject: str, relation: str
+) -> dict[str, float] | None:
+    """``object key -> P(object | subject, relation)`` in the slot starting at ``moment``; None
+    when the run has no truth file for that slot."""
+    path = truth_file(source, moment)
     if not path.is_file():
         return None
     return _slot(path).get((subject, relation), {})

@@ -8,6 +8,14 @@ isotonic fitted on the same ``--valid`` tables the artifact was fitted on, check
 In the live protocol every forecast has ``other`` and a retrieval miss is scored as its truth.
 Writes ``calibration`` (one entry per protocol) and ``<method>+<calibrator>`` rows into
 reports/eval.json, and a reliability diagram per protocol beside it.
+
+On the simulator, ``--truth DIR`` (the ``geopol simulate`` output folder, which holds truth/) also
+compares every forecast, before calibration and after each calibrator, with the world's exact
+next-slot distribution: mean absolute error over the K candidates and ``other``, and
+KL(truth || forecast), averaged over the questions that have a truth (``truth_mae_before``,
+``truth_mae_after``, ``truth_kl_before``, ``truth_kl_after``, ``truth_n`` beside the ECE, the
+rows without one counted in ``truth_missing``). Each row's query comes from the embedding export
+the table names (or ``--export``), its keys from the dataset folder (``--data``).
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ from services.calibrate.fit import (
     truth_with_other,
 )
 from services.calibrate.reliability_plot import plot_reliability
+from services.calibrate.resolution import against_truth
+from services.calibrate.truth_rows import RowTruth, TruthError, row_truth, store_keys, table_export
 from shared import eval_report, prob_metrics, score_table
+from shared.calendar import CalendarError
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.embedding_export import ExportError
 from shared.manifest import file_sha256
+from shared.tkg_dataset import TkgFormatError
 
 YARDSTICKS = ("graph", "recurrency")
 
@@ -49,7 +62,29 @@ def _parser() -> argparse.ArgumentParser:
         "--test", type=Path, action="append", required=True, help="test score table (repeatable)"
     )
     parser.add_argument("--reports", type=Path, default=Path("reports/eval.json"))
+    parser.add_argument(
+        "--truth",
+        type=Path,
+        help="simulator output folder (holds truth/): compare forecasts with the exact truth",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="with --truth: the embedding export of every --test table (default: the one it names)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="with --truth: the dataset folder of that export (default: the config's)",
+    )
     return parser
+
+
+def _with_other(probs: np.ndarray, k: int) -> np.ndarray:
+    """``[n, K + 1]``: a forecast without ``other`` gets a zero ``other`` column."""
+    if probs.shape[1] == k:
+        return np.concatenate([probs, np.zeros((len(probs), 1))], axis=1)
+    return probs
 
 
 def _with_truth(table: score_table.ScoreTable, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,17 +92,28 @@ def _with_truth(table: score_table.ScoreTable, probs: np.ndarray) -> tuple[np.nd
     ``other`` column, so a miss is scored as the zero probability it was given."""
     if table.meta.get("protocol") != "live":
         return probs, table.gold
-    if probs.shape[1] == table.k:
-        probs = np.concatenate([probs, np.zeros((len(probs), 1))], axis=1)
-    return probs, truth_with_other(table)
+    return _with_other(probs, table.k), truth_with_other(table)
+
+
+def compare_with_truth(
+    probs: dict[str, np.ndarray], truth: RowTruth, k: int
+) -> dict[str, dict[str, float]]:
+    """Mean MAE and KL(truth || forecast) of each named forecast over the rows with a truth."""
+    compared = {}
+    for name, p in probs.items():
+        mae, kl = against_truth(_with_other(p, k)[truth.known], truth.true[truth.known])
+        compared[name] = {"truth_mae": float(mae.mean()), "truth_kl": float(kl.mean())}
+    return compared
 
 
 def measure(
     fit: ProtocolCalibration,
     test: score_table.ScoreTable,
     yardsticks: dict[str, ProtocolCalibration],
+    truth: RowTruth | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The ``calibration`` entry of one protocol, and the probabilities behind it by name."""
+    """The ``calibration`` entry of one protocol, and the probabilities behind it by name; with
+    the world's ``truth``, each forecast's distance to it too."""
     features = test.features()
     probs = {"before": prob_metrics.softmax(test.llm)}
     for name in fit.calibrators:
@@ -76,16 +122,23 @@ def measure(
         for name in ("temperature", "isotonic"):
             probs[f"{source}+{name}"] = calibration.forecast(features, name)
     scored = {name: prob_metrics.summary(*_with_truth(test, p)) for name, p in probs.items()}
+    metrics = ["ece", "brier", "nll"]
+    if truth is not None:
+        for name, distance in compare_with_truth(probs, truth, test.k).items():
+            scored[name] |= distance
+        metrics += ["truth_mae", "truth_kl"]
     before, after = scored["before"], scored[fit.chosen]
     entry = {
         "method": fit.chosen,
         "protocol": fit.protocol,
         "K": fit.k,
         "n": len(test),
-        **{f"{m}_before": before[m] for m in ("ece", "brier", "nll")},
-        **{f"{m}_after": after[m] for m in ("ece", "brier", "nll")},
+        **{f"{m}_before": before[m] for m in metrics},
+        **{f"{m}_after": after[m] for m in metrics},
         "by_method": {n: s for n, s in scored.items() if n != "before"},
     }
+    if truth is not None:
+        entry |= {"truth_n": int(truth.known.sum()), "truth_missing": int((~truth.known).sum())}
     return entry, probs
 
 
@@ -107,12 +160,22 @@ def main(argv: list[str] | None = None) -> int:
             valid[protocol] = table
         lines = []
         for path in args.test:
-            lines += _evaluate_one(saved, score_table.load(path), valid, args.reports)
+            test = score_table.load(path)
+            truth = None
+            if args.truth is not None:
+                export = table_export(test, str(path), args.export)
+                keys = store_keys(args.data or config.dataset_dir, export)
+                truth = row_truth(test, export, keys, args.truth)
+            lines += _evaluate_one(saved, test, valid, args.reports, truth)
     except (
         ConfigError,
         score_table.ScoreTableError,
         CalibrationError,
         artifact.CalibratorArtifactError,
+        TruthError,
+        ExportError,
+        TkgFormatError,
+        CalendarError,
         OSError,
     ) as exc:
         print(f"geopol eval calibrate: {exc}", file=sys.stderr)
@@ -126,6 +189,7 @@ def _evaluate_one(
     test: score_table.ScoreTable,
     valid: dict[str, score_table.ScoreTable],
     reports: Path,
+    truth: RowTruth | None = None,
 ) -> list[str]:
     protocol = test.meta.get("protocol")
     fit = saved.protocol(protocol)
@@ -141,13 +205,19 @@ def _evaluate_one(
         if protocol in valid
         else {}
     )
-    entry, probs = measure(fit, test, yardsticks)
+    entry, probs = measure(fit, test, yardsticks, truth)
     dataset = test.meta.get("dataset", "unknown")
     method = test.meta.get("method", "llm")
     note = (
         f"calibrator {saved.artifact_id[:12]} ({fit.chosen}, chosen by out-of-fold NLL on "
         f"{fit.n} validation questions); {len(test)} test questions"
     )
+    if truth is not None:
+        without = "; ".join(f"{n} {why}" for why, n in truth.missing.items()) or "none"
+        note += (
+            f"; truth_*: against the simulator's exact distribution on {entry['truth_n']} of "
+            f"them (without one: {without})"
+        )
     eval_report.write_entries(dataset, ("calibration",), {protocol: entry}, reports, notes=note)
     after = entry["by_method"][fit.chosen]
     row: dict[str, Any] = {
@@ -179,8 +249,17 @@ def _evaluate_one(
         f"Brier {entry['brier_before']:.4f} -> {entry['brier_after']:.4f}, "
         f"NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f} (n={len(test)})"
     ]
+    if truth is not None:
+        without = ", ".join(f"{n} {why}" for why, n in truth.missing.items())
+        lines.append(
+            f"  vs the simulator's truth: MAE {entry['truth_mae_before']:.4f} -> "
+            f"{entry['truth_mae_after']:.4f}, KL {entry['truth_kl_before']:.4f} -> "
+            f"{entry['truth_kl_after']:.4f} (n={entry['truth_n']}; "
+            f"{entry['truth_missing']} without a truth{': ' + without if without else ''})"
+        )
     lines += [
         f"  {name}: ECE {m['ece']:.4f} Brier {m['brier']:.4f} NLL {m['nll']:.4f} acc {m['acc']:.4f}"
+        + (f" truth MAE {m['truth_mae']:.4f} KL {m['truth_kl']:.4f}" if "truth_mae" in m else "")
         for name, m in entry["by_method"].items()
     ]
     return [*lines, f"  reliability diagram: {figure}"]

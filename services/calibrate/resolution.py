@@ -10,6 +10,8 @@ question did not come up, so it is counted but not scored.
 On the simulator the world's exact next-step distribution is known (shared.sim_truth): each
 forecast is also compared with it — mean absolute error over the K candidates and ``other``, and
 KL(truth || forecast) — which tells calibration error apart from plain bad luck.
+:func:`against_truth` is that comparison on arrays: the live scorecard and ``geopol eval
+calibrate --truth`` both call it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def resolve_forecast(meta: Mapping[str, Any], truths: set[int]) -> Resolved | No
     if not truths:
         return None
     candidates = meta["candidates"]
-    probabilities = np.array([c["p"] for c in candidates] + [meta.get("other", 0.0)], np.float64)
+    probabilities = forecast_probabilities(meta)
     right = [i for i, c in enumerate(candidates) if c["id"] in truths]
     truth = max(right, key=lambda i: probabilities[i]) if right else len(candidates)
     onehot = np.zeros_like(probabilities)
@@ -70,14 +72,30 @@ def resolve_forecast(meta: Mapping[str, Any], truths: set[int]) -> Resolved | No
 TrueDistribution = Callable[[Mapping[str, Any]], Mapping[int, float] | None]
 
 
-def against_truth(meta: Mapping[str, Any], true: Mapping[int, float]) -> tuple[float, float]:
-    """(MAE, KL(truth || forecast)) over the K candidates and ``other``."""
-    p = np.array([c["p"] for c in meta["candidates"]] + [meta.get("other", 0.0)], np.float64)
-    q = np.array([true.get(c["id"], 0.0) for c in meta["candidates"]], np.float64)
-    q = np.append(q, max(0.0, 1.0 - q.sum()))
+def forecast_probabilities(meta: Mapping[str, Any]) -> np.ndarray:
+    """``[K + 1]``: a FORECAST's probabilities, its candidates in order, then ``other``."""
+    return np.array(
+        [c["p"] for c in meta["candidates"]] + [meta.get("other", 0.0)], dtype=np.float64
+    )
+
+
+def against_truth(probabilities: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each forecast against the world's exact distribution: ``[n]`` MAE and ``[n]``
+    KL(truth || forecast), both over the K candidates and ``other``.
+
+    ``probabilities [n, K + 1]`` is the forecast of the K candidates, then ``other`` (a zero
+    column for a forecast without one); ``true [n, K]`` is the world's probability of each of the
+    same candidates, the rest of its mass being ``other``. A forecast probability below 1e-12
+    counts as 1e-12 in the KL."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    q = np.asarray(true, dtype=np.float64)
+    if p.ndim != 2 or q.shape != (p.shape[0], p.shape[1] - 1):
+        raise ValueError(f"forecasts {p.shape} and truths {q.shape}: expected [n, K+1] and [n, K]")
+    q = np.concatenate([q, np.maximum(0.0, 1.0 - q.sum(axis=1, keepdims=True))], axis=1)
     kept = q > 0
-    kl = float((q[kept] * np.log(q[kept] / np.maximum(p[kept], 1e-12))).sum())
-    return float(np.abs(p - q).mean()), kl
+    ratio = np.where(kept, q, 1.0) / np.maximum(p, 1e-12)
+    kl = np.where(kept, q * np.log(ratio), 0.0).sum(axis=1)
+    return np.abs(p - q).mean(axis=1), kl
 
 
 def step_card(
@@ -95,9 +113,12 @@ def step_card(
     for meta in forecasts:
         true = true_distribution(meta) if true_distribution is not None else None
         if true is not None:
-            error, divergence = against_truth(meta, true)
-            mae.append(error)
-            kl.append(divergence)
+            of_candidates = [true.get(c["id"], 0.0) for c in meta["candidates"]]
+            error, divergence = against_truth(
+                forecast_probabilities(meta)[None], np.array([of_candidates])
+            )
+            mae.append(float(error[0]))
+            kl.append(float(divergence[0]))
         query = meta["query"]
         outcome = resolve_forecast(meta, truths.get((query["subject"], query["relation"]), set()))
         if outcome is None:

@@ -5,6 +5,8 @@ beside the graph's and the recurrency baseline's scores, for questions the LLM n
 on. ``geopol train llm`` holds out the last ``llm.train.valid_questions`` rows (with the gold) of
 its export for validation, so ``--tail`` up to that number scores unseen questions; the live
 export of the same split lists the same questions in the same order, so its tail is unseen too.
+``--exclude TABLE`` leaves out the rows of an earlier table of the same export (say, the ones a
+calibrator was fitted on), so a second sample is disjoint from it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import torch
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError
-from services.llm.evaluate import BATCH, load_scorer, sample_rows
+from services.llm.evaluate import BATCH, load_scorer
 from services.llm.tables import score_table
+from services.llm.train import gold_rows
 from shared import score_table as tables
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
-from shared.embedding_export import ExportError, load_export
+from shared.embedding_export import ExportedSplit, ExportError, load_export
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,9 +43,49 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--tail", type=int, help="the last N rows of the export")
     which.add_argument("--sample", type=int, help="a seeded sample of N rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and option orders")
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="leave out the rows of this score table of the same export (repeatable)",
+    )
     parser.add_argument("--method", default="llm", help="method name recorded in the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def rows_to_score(
+    export: ExportedSplit,
+    *,
+    tail: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    exclude: tuple[tables.ScoreTable, ...] = (),
+) -> np.ndarray:
+    """The export rows to score, in order: the last ``tail`` rows, or a seeded sample of
+    ``sample`` rows (``geopol eval llm``'s sample when nothing is excluded), both without the
+    rows of the ``exclude`` tables and, outside the live protocol, only rows with the gold among
+    the candidates."""
+    count = tail if tail is not None else sample
+    if count is None or count <= 0:
+        raise ValueError(f"--tail/--sample {count}: must be positive")
+    left_out = (
+        np.concatenate([np.asarray(t.rows, np.int64) for t in exclude])
+        if exclude
+        else np.zeros(0, np.int64)
+    )
+    if tail is not None:
+        pool = np.arange(max(0, len(export) - count), len(export))
+    else:
+        pool = np.arange(len(export))
+    if export.manifest["protocol"] != "live":
+        pool = np.intersect1d(pool, gold_rows(export))
+    pool = pool[~np.isin(pool, left_out)]
+    if tail is not None:
+        return pool
+    return np.sort(np.random.default_rng(seed).permutation(pool)[:count])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,16 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         export = load_export(args.data)
-        count = args.tail if args.tail is not None else args.sample
-        if count <= 0:
-            raise ValueError(f"--tail/--sample {count}: must be positive")
-        gold_only = export.manifest["protocol"] != "live"
-        if args.tail is not None:
-            rows = np.arange(max(0, len(export) - count), len(export))
-            if gold_only:
-                rows = rows[np.asarray(export.arrays["gold_index"])[rows] >= 0]
-        else:
-            rows = sample_rows(export, count, args.seed, gold_only=gold_only)
+        excluded = []
+        for path in args.exclude:
+            table = tables.load(path)
+            tables.check_of_export(table, export, f"--exclude {path}")
+            excluded.append(table)
+        rows = rows_to_score(
+            export, tail=args.tail, sample=args.sample, seed=args.seed, exclude=tuple(excluded)
+        )
         k = args.k or export.num_candidates
         llm_artifact.check(args.artifact)
         if config.llm.threads:
@@ -89,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geopol llm score: {exc}", file=sys.stderr)
         return 2
     acc = float((table.llm.argmax(1) == table.gold).mean()) if len(table) else 0.0
-    print(f"{args.out}: {len(table)} questions, K={k}, LLM top-1 {acc:.4f}")
+    left_out = f", {len(args.exclude)} table(s) left out" if args.exclude else ""
+    print(f"{args.out}: {len(table)} questions{left_out}, K={k}, LLM top-1 {acc:.4f}")
     return 0
 
 

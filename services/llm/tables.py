@@ -3,7 +3,9 @@
 The table keeps every candidate's LLM logit beside the graph's and the recurrency baseline's
 scores, in the export's candidate order, so the calibrate stage can fit on it exactly what the
 service will send it. Options are shown to the model in the same seeded order as everywhere
-else (``option_positions``); the logits are put back in candidate order afterwards.
+else (``option_positions``); the logits are put back in candidate order afterwards. The meta
+names the export the rows are of (``export``: its folder, ``export_id``: the sha256 of its
+manifest), so a reader can find each row's query again.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def score_table(
             "split": export.manifest["split"],
             "protocol": export.manifest["protocol"],
             "graph_artifact": export.manifest["graph_artifact"],
+            "export": str(export.directory) if export.directory is not None else None,
+            "export_id": export.export_id,
             "K": k,
             "seed": seed,
             **(meta or {}),

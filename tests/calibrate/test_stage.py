@@ -217,7 +217,12 @@ def test_a_forecast_is_compared_with_the_simulated_worlds_exact_distribution(
 ) -> None:
     from datetime import UTC, datetime
 
-    from services.calibrate.resolution import against_truth, rolling, step_card
+    from services.calibrate.resolution import (
+        against_truth,
+        forecast_probabilities,
+        rolling,
+        step_card,
+    )
     from shared.sim_truth import TRUTH_SCHEMA, distribution, truth_file
 
     meta = {
@@ -226,11 +231,12 @@ def test_a_forecast_is_compared_with_the_simulated_worlds_exact_distribution(
         "other": 0.2,
     }
     # the world: 0.6 for 5, 0.2 for 6, 0.2 for objects that were not candidates
-    mae, kl = against_truth(meta, {5: 0.6, 6: 0.2})
+    [mae], [kl] = against_truth(forecast_probabilities(meta)[None], np.array([[0.6, 0.2]]))
     assert mae == pytest.approx((0.1 + 0.1 + 0.0) / 3)
     assert kl == pytest.approx(0.6 * np.log(0.6 / 0.5) + 0.2 * np.log(0.2 / 0.3))
     card = step_card(7, [meta], np.array([[1, 0, 6]]), lambda m: {5: 0.6, 6: 0.2})
     assert rolling([card])["truth_mae"] == pytest.approx(mae)
+    assert rolling([card])["truth_kl"] == pytest.approx(kl)
 
     # the simulator's file for store step t (15-minute steps from the epoch)
     t = int(datetime(2024, 1, 1, 0, 15, tzinfo=UTC).timestamp()) // 900
