@@ -47,7 +47,7 @@ def make_dry_run(target: str, **env: str) -> str:
 
 def test_the_makefile_writes_under_geopol_run_dir(tmp_path: Path) -> None:
     run = str(tmp_path / "run")
-    for target in ("run", "eval", "dataset"):
+    for target in ("run", "eval", "dataset", "eval-sim"):
         moved = make_dry_run(target, GEOPOL_RUN_DIR=run)
         assert " var/" not in moved, f"make {target} still writes under var/:\n{moved}"
         assert run in moved
