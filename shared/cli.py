@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("shared.pipeline", "start, stop or restart the stage processes"),
     "serve": ("shared.serve", "run one stage in the foreground"),
     "status": ("shared.status", "show each stage's liveness and counters"),
+    "keys": ("shared.keys", "make a CurveZMQ key pair for a stage or client (multi-host)"),
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),
     "export embeddings": ("services.graph.export", "per-query graph embeddings for LLM training"),
     "train graph": ("services.graph.train", "train RE-GCN on a dataset in RE-Net layout"),

@@ -90,6 +90,8 @@ class ProtocolConfig(_Section):
     dead_letter_keep: int = Field(default=3, ge=1)
 
 
+KEY_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+"""A key pair's name (a stage or client): a file name, no folder."""
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -110,25 +112,22 @@ class SocketConfig(_Section):
     (``ipc://*``, a random file under /tmp) have none. :class:`Config` checks that the file
     lies inside the run directory. ``hwm`` counts whole messages, not bytes (ZeroMQ's
     SNDHWM/RCVHWM); what bounds bytes is ``protocol.max_message_bytes`` (see shared.sockets).
+    A tcp endpoint off loopback is opened with CurveZMQ (see shared.curve); ``server_key``
+    names the public key file (``KEYS/NAME.key``) of the server a connecting socket talks to,
+    when it is not the stage that binds the same port in this file.
     """
 
     pattern: Literal["push", "pull", "pub", "sub", "req", "rep"]
     endpoint: str
     bind: bool = False
     hwm: int = Field(default=10_000, gt=0)
+    server_key: str | None = Field(default=None, pattern=KEY_NAME_PATTERN)
 
     @model_validator(mode="after")
-    def _loopback_only(self) -> SocketConfig:
+    def _endpoint_form(self) -> SocketConfig:
         scheme, sep, rest = self.endpoint.partition("://")
         if not sep or scheme not in {"tcp", "ipc", "inproc"}:
             raise ValueError(f"endpoint must be tcp://, ipc:// or inproc://, got {self.endpoint!r}")
-        if scheme == "tcp":
-            host = rest.rpartition(":")[0]
-            if not _is_loopback(host):
-                raise ValueError(
-                    f"endpoint {self.endpoint!r} is not loopback; multi-host deployment needs "
-                    "CurveZMQ authentication, which this build does not offer yet"
-                )
         if scheme == "ipc" and (not rest or rest.startswith("@") or rest == "*"):
             raise ValueError(
                 f"endpoint {self.endpoint!r} is not a file path; an ipc:// socket must be a "
@@ -137,10 +136,31 @@ class SocketConfig(_Section):
         return self
 
     @property
+    def is_loopback(self) -> bool:
+        """True unless the endpoint is tcp to a host other than this one's loopback."""
+        scheme, _, rest = self.endpoint.partition("://")
+        return scheme != "tcp" or _is_loopback(rest.rpartition(":")[0])
+
+    @property
     def ipc_path(self) -> Path | None:
         """The socket file of an ``ipc://`` endpoint, None for other transports."""
         scheme, _, rest = self.endpoint.partition("://")
         return Path(rest) if scheme == "ipc" else None
+
+
+class SecurityConfig(_Section):
+    """CurveZMQ for sockets that leave the machine (see shared.curve).
+
+    ``curve`` auto puts Curve on every tcp endpoint that is not loopback; always on every tcp
+    endpoint, loopback too. ``keys_dir`` None means RUN_DIR/keys: each process's own key pair
+    (``NAME.key`` and ``NAME.key_secret``, made by ``geopol keys NAME``) and the public keys of
+    the servers it connects to. ``authorized_dir`` None means KEYS_DIR/authorized: the public
+    keys of the clients a binding stage lets in.
+    """
+
+    curve: Literal["auto", "always"] = "auto"
+    keys_dir: PathValue | None = None
+    authorized_dir: PathValue | None = None
 
 
 class StageConfig(_Section):
@@ -374,6 +394,7 @@ class Config(_Section):
     paths: PathsConfig = PathsConfig()
     logging: LoggingConfig = LoggingConfig()
     protocol: ProtocolConfig = ProtocolConfig()
+    security: SecurityConfig = SecurityConfig()
     ingest: IngestConfig = IngestConfig()
     graph: GraphConfig = GraphConfig()
     llm: LlmConfig = LlmConfig()
@@ -392,6 +413,20 @@ class Config(_Section):
                     f"{str(run_dir)!r}; put ipc:// socket files under paths.run_dir"
                 )
         return self
+
+    def all_sockets(self) -> list[tuple[str, SocketConfig]]:
+        """Every socket the file defines, with its dotted key (``stages.ingest.sockets.done``)."""
+        return _sockets(self)
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where this machine's CurveZMQ key pairs and its servers' public keys are."""
+        return self.security.keys_dir or self.paths.run_dir / "keys"
+
+    @property
+    def authorized_keys_dir(self) -> Path:
+        """The public keys of the clients a binding stage lets in (the Curve allow-list)."""
+        return self.security.authorized_dir or self.keys_dir / "authorized"
 
     def stage(self, name: str) -> StageConfig:
         """The named stage's config, or a clear error listing the stages this file defines."""
@@ -507,7 +542,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def _describe(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid config"]
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p not in {"function-after[_loopback_only()]"})
+        loc = tuple(p for p in err["loc"] if p not in {"function-after[_endpoint_form()]"})
         if err["type"] == "missing":
             lines.append(f"  key '{_dotted(loc)}': required, missing")
         elif not loc:  # a check across sections names its own keys; the input is the file

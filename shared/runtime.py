@@ -18,6 +18,7 @@ become one counted, logged, dead-lettered event, and the loop carries on with th
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ import numpy as np
 import zmq
 
 from shared.config import Config
+from shared.curve import Curve, CurveKeyError, check
 from shared.log import get_logger, trace
 from shared.metrics import StageMetrics
 from shared.protocol import DeadLetterWriter, Limits, Message, MessageType, ProtocolError, decode
@@ -72,6 +74,7 @@ class StageRuntime:
         self.name = name
         self.stage_cfg = config.stage(name)
         self.limits = limits_of(config)
+        self.curve = Curve.of(config, name)
         self.handler = handler
         self.batch_handler = batch_handler
         self.batch_size = batch_size if batch_handler is not None else 1
@@ -96,7 +99,15 @@ class StageRuntime:
         self._stop.set()
 
     def run(self) -> int:
-        """Serve until stopped; returns the process exit code (0 on a graceful stop)."""
+        """Serve until stopped; returns the process exit code (0 on a graceful stop, 2 when a
+        socket that needs CurveZMQ lacks a key: one line on stderr names the endpoint and file)."""
+        try:
+            for cfg in self.stage_cfg.sockets.values():
+                check(cfg, self.curve)  # every key before any socket opens
+        except CurveKeyError as exc:
+            log.error("socket_refused", reason=str(exc))
+            print(f"geopol serve {self.name}: {exc}", file=sys.stderr)
+            return 2
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
@@ -120,7 +131,9 @@ class StageRuntime:
 
     def _open(self) -> None:
         for key, cfg in self.stage_cfg.sockets.items():
-            self.sockets[key] = open_socket(self._ctx, cfg, self.stage_cfg.heartbeat_s, self.limits)
+            self.sockets[key] = open_socket(
+                self._ctx, cfg, self.stage_cfg.heartbeat_s, self.limits, self.curve
+            )
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:

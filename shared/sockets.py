@@ -11,6 +11,7 @@ import os
 import zmq
 
 from shared.config import SocketConfig
+from shared.curve import Curve, secure
 from shared.protocol import Limits, Message, encode
 from shared.protocol.codec import DEFAULT_LIMITS
 
@@ -32,8 +33,13 @@ def open_socket(
     cfg: SocketConfig,
     heartbeat_s: float = 1.0,
     limits: Limits = DEFAULT_LIMITS,
+    curve: Curve | None = None,
 ) -> zmq.Socket:
     """Create, tune, and bind or connect one socket as its config says.
+
+    An endpoint that leaves the machine is opened with CurveZMQ as ``curve`` says (see
+    shared.curve); without ``curve`` such an endpoint is refused (:class:`CurveKeyError`), so no
+    caller can open one in the clear by forgetting the keys.
 
     ZMTP heartbeats let a stage notice a peer that vanished without closing its TCP
     connection. The high-water mark (``hwm``) counts whole messages, not bytes, so on its own it
@@ -57,10 +63,15 @@ def open_socket(
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to connected peers: no peer, no send
     if cfg.pattern == "sub":
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-    if cfg.bind:
-        _bind(sock, cfg)
-    else:
-        sock.connect(cfg.endpoint)
+    try:
+        secure(ctx, sock, cfg, curve)
+        if cfg.bind:
+            _bind(sock, cfg)
+        else:
+            sock.connect(cfg.endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
     return sock
 
 

@@ -23,6 +23,7 @@ import zmq
 
 from services.calibrate.ledger import Ledger
 from shared.config import SocketConfig
+from shared.curve import Curve
 from shared.log import get_logger
 from shared.protocol import Limits, Message, encode
 from shared.sockets import open_socket
@@ -42,8 +43,10 @@ class Publisher:
     """Sends recorded parts on the PUB socket (never blocks: PUB drops at its high-water mark,
     and the ledger plus snapshots make a dropped update recoverable)."""
 
-    def __init__(self, ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float) -> None:
-        self.socket = open_socket(ctx, cfg, heartbeat_s)
+    def __init__(
+        self, ctx: zmq.Context, cfg: SocketConfig, heartbeat_s: float, curve: Curve | None = None
+    ) -> None:
+        self.socket = open_socket(ctx, cfg, heartbeat_s, curve=curve)
 
     def send(self, parts: list[bytes]) -> None:
         self.socket.send_multipart(parts, flags=zmq.NOBLOCK)
@@ -56,15 +59,21 @@ class SnapshotServer(threading.Thread):
     """Answers snapshot requests from the ledger file until :meth:`stop`."""
 
     def __init__(
-        self, ctx: zmq.Context, cfg: SocketConfig, ledger_path: Path, max_items: int
+        self,
+        ctx: zmq.Context,
+        cfg: SocketConfig,
+        ledger_path: Path,
+        max_items: int,
+        curve: Curve | None = None,
     ) -> None:
         super().__init__(name="snapshot-server", daemon=True)
         self._ctx, self._cfg, self._path, self._max = ctx, cfg, ledger_path, max_items
-        self._stop = threading.Event()
+        self._curve = curve
+        self._stopping = threading.Event()  # not _stop: Thread.join calls a method of that name
         self.ready = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         ledger = Ledger(self._path)
@@ -73,10 +82,11 @@ class SnapshotServer(threading.Thread):
             self._ctx,
             self._cfg,
             limits=Limits(max_header_bytes=MAX_REQUEST_BYTES, max_message_bytes=MAX_REQUEST_BYTES),
+            curve=self._curve,
         )
         self.ready.set()
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if not sock.poll(100, zmq.POLLIN):
                     continue
                 request = sock.recv()

@@ -40,6 +40,7 @@ from shared import sim_truth
 from shared.atomic import atomic_write_text
 from shared.calendar import step_date
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.curve import Curve, check
 from shared.event_store import EventStore, StoreError
 from shared.log import configure_logging, get_logger
 from shared.protocol import Limits, Message, MessageType, new_message
@@ -290,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         configure_logging("calibrate", config.logging.level, config.logging.format)
-        publisher = Publisher(ctx, config.calibrate.publish, config.stage("calibrate").heartbeat_s)
+        curve = Curve.of(config, "calibrate")
+        check(config.calibrate.snapshot, curve)  # opened later, in its own thread
+        publisher = Publisher(
+            ctx, config.calibrate.publish, config.stage("calibrate").heartbeat_s, curve
+        )
         stage = build_stage(config, publisher.send)
     except (
         OSError,
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geopol serve calibrate: {exc}", file=sys.stderr)
         return 2
     snapshots = SnapshotServer(
-        ctx, config.calibrate.snapshot, ledger_path(config), config.calibrate.snapshot_size
+        ctx, config.calibrate.snapshot, ledger_path(config), config.calibrate.snapshot_size, curve
     )
     snapshots.start()
     snapshots.ready.wait(5)

@@ -23,6 +23,7 @@ import zmq
 
 from services.calibrate.publisher import HUGZ, SCORECARD
 from shared.config import DEFAULT_CONFIG, ConfigError, SocketConfig, load_config
+from shared.curve import Curve, check, secure
 from shared.protocol import Limits, Message, MessageType, ProtocolError, decode
 
 ACCEPT = frozenset({MessageType.FORECAST, MessageType.HEARTBEAT, MessageType.SCORECARD})
@@ -40,12 +41,23 @@ class CloneSubscriber:
         snapshot: SocketConfig,
         prefix: str = "forecast/",
         limits: Limits | None = None,
+        curve: Curve | None = None,
     ) -> None:
-        self.ctx, self.snapshot_endpoint, self.prefix = ctx, snapshot.endpoint, prefix
+        """``publish`` and ``snapshot`` are the publisher's (binding) sockets; this connects to
+        them, with CurveZMQ where ``curve`` says (raises CurveKeyError for a missing key)."""
+        self.ctx, self.prefix, self.curve = ctx, prefix, curve
+        publish = publish.model_copy(update={"bind": False})
+        self.snapshot = snapshot.model_copy(update={"bind": False})
+        check(self.snapshot, curve)
         self.limits = limits or Limits()
         self.sub = ctx.socket(zmq.SUB)
         for topic in (prefix, HUGZ, SCORECARD):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        try:
+            secure(ctx, self.sub, publish, curve)
+        except BaseException:
+            self.sub.close(linger=0)
+            raise
         self.sub.connect(publish.endpoint)
         self.watermark = 0  # every matching forecast with seq <= watermark has been applied
         self.applied: set[int] = set()
@@ -61,7 +73,8 @@ class CloneSubscriber:
         req = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.MAXMSGSIZE, MAX_SNAPSHOT_BYTES)
-        req.connect(self.snapshot_endpoint)
+        secure(self.ctx, req, self.snapshot, self.curve)
+        req.connect(self.snapshot.endpoint)
         try:
             req.send(msgpack.packb({"prefix": self.prefix, "after": after}))
             if not req.poll(SNAPSHOT_TIMEOUT_MS, zmq.POLLIN):
@@ -167,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, help="exit after this many forecasts")
     parser.add_argument("--seconds", type=float, help="exit after this many seconds")
     parser.add_argument("--no-snapshot", action="store_true", help="only what arrives from now")
+    parser.add_argument(
+        "--key",
+        default="watch",
+        help="the key pair to use for a CurveZMQ publisher off this machine (default: watch; "
+        "see `geopol keys --help`)",
+    )
     return parser
 
 
@@ -192,7 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.relation is not None and args.relation.isdigit():
             prefix += f"{args.relation}/"
     ctx = zmq.Context.instance()
-    subscriber = CloneSubscriber(ctx, config.calibrate.publish, config.calibrate.snapshot, prefix)
+    try:
+        subscriber = CloneSubscriber(
+            ctx,
+            config.calibrate.publish,
+            config.calibrate.snapshot,
+            prefix,
+            curve=Curve.of(config, args.key),
+        )
+    except ConfigError as exc:
+        print(f"geopol watch: {exc}", file=sys.stderr)
+        return 2
     deadline = time.monotonic() + args.seconds if args.seconds else None
     shown = 0
     try:

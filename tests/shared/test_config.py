@@ -68,14 +68,28 @@ def test_yaml_syntax_error_is_named(tmp_path):
         load_config(path, env={})
 
 
-def test_socket_must_stay_on_loopback(tmp_path):
+def test_every_shipped_socket_is_on_loopback():
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        for key, socket in load_config(path, env={}).all_sockets():
+            assert socket.is_loopback, f"{path.name}: {key} {socket.endpoint}"
+
+
+def test_a_socket_off_loopback_loads_and_is_marked_for_curve(tmp_path):
     path = write(
         tmp_path,
         MINIMAL + "stages:\n  g:\n    sockets:\n      out: "
         "{pattern: push, endpoint: 'tcp://0.0.0.0:5555', bind: true}\n",
     )
-    with pytest.raises(ConfigError, match=r"stages\.g\.sockets\.out.*not loopback.*CurveZMQ"):
-        load_config(path, env={})
+    socket = load_config(path, env={}).stage("g").sockets["out"]
+    assert not socket.is_loopback  # shared.curve opens it with CurveZMQ, or refuses it
+
+
+def test_keys_live_under_the_run_dir_unless_named(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), env={"GEOPOL_RUN_DIR": "r"})
+    assert config.keys_dir == Path("r/keys")
+    assert config.authorized_keys_dir == Path("r/keys/authorized")
+    named = write(tmp_path, MINIMAL + "security:\n  keys_dir: '${run_dir}/k'\n")
+    assert load_config(named, env={"GEOPOL_RUN_DIR": "r"}).keys_dir == Path("r/k")
 
 
 def test_environment_overrides_paths(tmp_path):
