@@ -231,6 +231,13 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
                 f"distribution over the K candidates and `other`, on the {entry['truth_n']} "
                 f"questions that have one ({entry['truth_missing']} without).",
             ]
+        if "ece_floor" in entry:
+            parts += [
+                "",
+                f"A perfectly calibrated forecast with the chosen calibrator's confidences would "
+                f"still show ECE {entry['ece_floor']:.4f} on {entry['n']} questions from sampling "
+                f"alone (95th percentile {entry['ece_floor_p95']:.4f}).",
+            ]
         parts += [
             "",
             f"![reliability {protocol}](reliability-{dataset}-{protocol}.png)",

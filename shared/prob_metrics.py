@@ -63,6 +63,30 @@ def ece(probs: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:
     return float((table.count * np.abs(table.accuracy - table.confidence)).sum() / total)
 
 
+def ece_floor(
+    probs: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """The ECE a perfectly calibrated forecaster with these top-1 confidences would still show
+    on this many questions, from sampling alone: (mean, 95th percentile) over ``draws`` outcome
+    sets where each top pick is right with exactly its stated probability.
+
+    ECE is biased upwards on a finite sample (every bin's |acc - conf| is at least its noise), so
+    a measured ECE is only evidence of miscalibration by how much it exceeds this floor."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or not len(probs):
+        raise ValueError(f"probabilities {probs.shape}: need [n, K] with n >= 1")
+    top = probs.max(axis=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(top, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    confidence = np.bincount(which, weights=top, minlength=bins) / np.maximum(count, 1)
+    right = np.random.default_rng(seed).random((draws, len(top))) < top
+    hits = np.stack([np.bincount(which, weights=r, minlength=bins) for r in right])
+    gaps = np.abs(hits / np.maximum(count, 1) - confidence) * count
+    values = gaps.sum(axis=1) / len(top)
+    return float(values.mean()), float(np.percentile(values, 95))
+
+
 def brier(probs: np.ndarray, truth: np.ndarray) -> float:
     """Multi-class Brier score: the mean over forecasts of sum_k (p_k - [k == truth])^2."""
     probs, truth = _checked(probs, truth)

@@ -137,6 +137,8 @@ def measure(
         **{f"{m}_after": after[m] for m in metrics},
         "by_method": {n: s for n, s in scored.items() if n != "before"},
     }
+    floor, floor_p95 = prob_metrics.ece_floor(_with_truth(test, probs[fit.chosen])[0])
+    entry |= {"ece_floor": floor, "ece_floor_p95": floor_p95}
     if truth is not None:
         entry |= {"truth_n": int(truth.known.sum()), "truth_missing": int((~truth.known).sum())}
     return entry, probs
@@ -247,7 +249,9 @@ def _evaluate_one(
     lines = [
         f"{protocol} K={fit.k} {fit.chosen}: ECE {entry['ece_before']:.4f} -> {entry['ece_after']:.4f}, "
         f"Brier {entry['brier_before']:.4f} -> {entry['brier_after']:.4f}, "
-        f"NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f} (n={len(test)})"
+        f"NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f} (n={len(test)}; a perfectly "
+        f"calibrated forecast would show ECE {entry['ece_floor']:.4f} on as many, 95% "
+        f"{entry['ece_floor_p95']:.4f})"
     ]
     if truth is not None:
         without = ", ".join(f"{n} {why}" for why, n in truth.missing.items())

@@ -67,6 +67,7 @@ def test_train_then_eval_calibrate_write_the_calibration_rows(tmp_path: Path) ->
     for protocol in ("tgl-mcq", "live"):
         entry = rows["calibration"][protocol]
         assert entry["n"] == 1500 and entry["ece_after"] < 0.04 < entry["ece_before"]
+        assert 0 < entry["ece_floor"] < entry["ece_floor_p95"]
         assert entry["nll_after"] < entry["nll_before"]
         assert {"temperature", "isotonic", "stack", "recurrency+temperature"} <= set(
             entry["by_method"]

@@ -46,6 +46,26 @@ def test_ece_of_a_perfectly_calibrated_set_is_near_zero_and_of_an_overconfident_
     assert prob_metrics.ece(sharp, table.gold) > 0.1
 
 
+def test_the_ece_floor_is_what_a_perfectly_calibrated_forecast_shows_on_that_many_questions() -> (
+    None
+):
+    """The floor shrinks like 1/sqrt(n), and a calibrated set's measured ECE falls near it."""
+    small, true_small = table_with_temperature(500, 10, temperature=1.0, seed=5)
+    large, _ = table_with_temperature(8000, 10, temperature=1.0, seed=6)
+    floor_small, p95_small = prob_metrics.ece_floor(true_small)
+    floor_large, _ = prob_metrics.ece_floor(prob_metrics.softmax(large.llm))
+    assert floor_small > 2.5 * floor_large > 0  # sqrt(16) = 4 fewer, by sampling alone
+    assert floor_small < p95_small
+    above = 0  # a calibrated set's own ECE passes the 95th percentile about one time in 20
+    for seed in range(20):
+        table, true = table_with_temperature(300, 10, temperature=1.0, seed=100 + seed)
+        above += prob_metrics.ece(true, table.gold) > prob_metrics.ece_floor(true, seed=seed)[1]
+    assert above <= 4
+    assert prob_metrics.ece(prob_metrics.softmax(small.llm * 3.0), small.gold) > 2 * p95_small
+    confident = np.tile([[1.0, 0.0]], (100, 1))  # a sure forecast has no sampling noise
+    assert prob_metrics.ece_floor(confident) == (0.0, 0.0)
+
+
 def test_brier_and_nll_of_hand_made_forecasts() -> None:
     probs = np.array([[0.5, 0.5], [1.0, 0.0]])
     truth = np.array([0, 1])
