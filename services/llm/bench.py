@@ -36,6 +36,7 @@ from services.llm.model import build_scorer, with_lora
 from services.llm.prompt import render
 from services.llm.questions import QuestionBatch, Vocabulary, export_batch
 from services.llm.scoring import OptionScorer
+from services.llm.torch_process import configure_torch
 from services.llm.train import gold_rows, lora_parameters, question_loss
 from shared.bench import machine, report
 from shared.config import DEFAULT_CONFIG, ConfigError, RecipeSettings, load_config
@@ -401,8 +402,7 @@ def measure(
 def run(args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, object], str]:
     config = load_config(args.config)
     configure_logging("llm", config.logging.level, config.logging.format)
-    if config.llm.threads:
-        torch.set_num_threads(config.llm.threads)
+    configure_torch(config.llm)
     export = load_export(args.data or write_synthetic_export(data_dir, args.questions))
     base = config.llm.recipes[config.llm.train.recipe]
     recipe = base.model_copy(

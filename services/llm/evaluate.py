@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError, pick_dtype, resolve
 from services.llm.questions import option_positions
 from services.llm.scoring import OptionScorer
 from services.llm.tables import score_table
+from services.llm.torch_process import configure_torch
 from services.llm.train import gold_rows
 from shared import eval_report
 from shared import score_table as tables
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        if config.llm.threads:
-            torch.set_num_threads(config.llm.threads)
+        configure_torch(config.llm)
         export = load_export(args.data)
         live = load_export(args.live) if args.live else None
         methods, ablations = _named(args.method), _named(args.ablation)

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError
 from services.llm.evaluate import BATCH, load_scorer
 from services.llm.tables import score_table
+from services.llm.torch_process import configure_torch
 from services.llm.train import gold_rows
 from shared import score_table as tables
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         k = args.k or export.num_candidates
         llm_artifact.check(args.artifact)
-        if config.llm.threads:
-            torch.set_num_threads(config.llm.threads)
+        configure_torch(config.llm)
         scorer, checked = load_scorer(config, args.artifact)
         table = score_table(
             scorer,

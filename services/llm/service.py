@@ -29,6 +29,7 @@ from services.llm.backbone import BackboneError, pick_dtype, resolve
 from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
+from services.llm.torch_process import configure_torch
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.graph_frames import META_FIELDS, candidate_ids, check_frames, recurrency_scores
 from shared.log import configure_logging, get_logger
@@ -144,12 +145,6 @@ def _seed_of(message_id: str) -> int:
 # --------------------------------------------------------------------------- process
 
 
-def cap_gpu_memory(fraction: float) -> None:
-    """Invariant 3: this process takes at most ``fraction`` of the GPU (a no-op on a CPU)."""
-    if torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(fraction)
-
-
 def build_stage(config: Config) -> LlmStage:
     """Check the artifact and the backbone's identity, then load the model."""
     settings = config.llm
@@ -161,9 +156,7 @@ def build_stage(config: Config) -> LlmStage:
             f"LLM artifact {checked.directory}: reads {checked.steps} history steps, "
             f"graph.steps sends {config.graph.steps}"
         )
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    cap_gpu_memory(settings.mem_fraction)
+    configure_torch(settings)
     device = "cuda" if torch.cuda.is_available() else None
     scorer = llm_artifact.load(
         checked,

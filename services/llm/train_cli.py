@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError, load_backbone, pick_dtype, resolve
 from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary
+from services.llm.torch_process import configure_torch
 from services.llm.train import SELECTIONS, TrainingError, gold_rows, train, undersample_relations
 from shared.config import (
     DEFAULT_CONFIG,
@@ -170,8 +170,7 @@ def run(
     progress: bool,
 ) -> dict[str, Any]:
     data, rows, valid, valid_rows = plan(settings, recipe)
-    if config.llm.threads:
-        torch.set_num_threads(config.llm.threads)
+    configure_torch(config.llm)
     source = resolve(config.llm.backbone, config.backbone_cache)
     backbone = load_backbone(
         source,
