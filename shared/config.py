@@ -246,13 +246,16 @@ class GraphConfig(_Section):
     """The graph stage: which RE-GCN artifact it serves, what it sends per query, how to train.
 
     ``artifact`` None means RUN_DIR/artifacts/regcn/DATASET (where ``make run`` trains it);
-    ``steps`` is T (historical embeddings per entity), ``candidates`` is K.
+    ``steps`` is T (historical embeddings per entity), ``candidates`` is K. ``late_steps`` is
+    how many past steps' histories are kept for queries behind the live window (a backlog after
+    a restart is answered with one store rebuild per step); 0 keeps none.
     """
 
     artifact: PathValue | None = None
     mem_fraction: float = Field(default=0.5, gt=0, le=1)
     steps: int = Field(default=3, gt=0)
     candidates: int = Field(default=10, gt=1)
+    late_steps: int = Field(default=8, ge=0)
     min_bucket: int = Field(default=64, gt=0)
     train: GraphTrainConfig = GraphTrainConfig()
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ class GraphStage:
         store: EventStore,
         candidates: int,
         recurrency: StoreRecurrency | None = None,
+        late_steps: int = 8,
     ) -> None:
         self.graph_model = graph_model
         self.window = window
@@ -76,6 +78,8 @@ class GraphStage:
         self.candidates = candidates
         self.recurrency = recurrency
         self._cache: tuple[int, WindowEmbeddings] | None = None
+        self._late: OrderedDict[int, WindowEmbeddings] = OrderedDict()
+        self.late_steps = late_steps
 
     def handle(self, _socket: str, message: Message) -> list[Route]:
         """SNAPSHOT: advance the window (no reply). QUERY: one EMBEDDINGS reply."""
@@ -143,13 +147,30 @@ class GraphStage:
         if window.horizon is None or window.horizon < step - 1:
             window.rebuild(self.store, before=step)
         if window.last_step is not None and window.last_step >= step:
-            log.info("late_query", step=step, window_last=window.last_step)
-            past = window.fresh()
-            past.rebuild(self.store, before=step)
-            return self.graph_model.embed(past)
+            return self._late_embeddings(step)
         if self._cache is None or self._cache[0] != window.version:
             self._cache = (window.version, self.graph_model.embed(window))
         return self._cache[1]
+
+    def _late_embeddings(self, step: int) -> WindowEmbeddings:
+        """A query behind the live window (a backlog after a restart, a re-send): the history
+        before ``step`` is read from the store once per step and kept for the next ``late_steps``
+        steps' queries, so a backlog of many queries per step costs one rebuild per step. The
+        cache can never go stale: the store refuses rows for a closed step, and every step
+        before a query's step was closed before the query existed."""
+        found = self._late.get(step)
+        if found is not None:
+            self._late.move_to_end(step)
+            return found
+        log.info("late_query", step=step, window_last=self.window.last_step)
+        past = self.window.fresh()
+        past.rebuild(self.store, before=step)
+        found = self.graph_model.embed(past)
+        if self.late_steps:
+            self._late[step] = found
+            while len(self._late) > self.late_steps:
+                self._late.popitem(last=False)
+        return found
 
 
 # Longest dataset name a reply carries on; ingest's names match [A-Za-z0-9_.-]+ and are short.
@@ -285,7 +306,9 @@ def build_stage(config: Config) -> GraphStage:
     )
     log.info("graph_model_loaded", artifact=graph_model.artifact_id, steps=settings.steps)
     recurrency = live_recurrency(training, store, cfg.num_entities, cfg.num_relations)
-    return GraphStage(graph_model, window, store, settings.candidates, recurrency)
+    return GraphStage(
+        graph_model, window, store, settings.candidates, recurrency, settings.late_steps
+    )
 
 
 def live_recurrency(

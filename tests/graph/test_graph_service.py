@@ -176,6 +176,36 @@ def test_a_late_query_never_sees_its_own_step_or_later(graph_model, tiny, store)
     assert stage.window.snapshot_steps == [5, 6, 7, 8]  # the live window is left as it was
 
 
+def test_a_backlog_of_late_queries_rebuilds_one_history_per_step_and_answers_the_same(
+    graph_model, tiny, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart behind a day of steps every query is late: one store rebuild per step,
+    not per query, and each answer equals the one computed from the real history alone."""
+    tiny.append_steps(store, range(9))
+    stage = make_stage(graph_model, tiny, store)
+    for t in range(9):
+        stage.handle("queries", snapshot(tiny, t))
+    rebuilds: list[int] = []
+    real = RecentWindow.rebuild
+    monkeypatch.setattr(
+        RecentWindow,
+        "rebuild",
+        lambda w, st, before: rebuilds.append(before) or real(w, st, before),
+    )
+    backlog = [(t, s, r) for t in (4, 5, 6) for s, r in [(1, 0), (3, 2), (7, 1)]]
+    replies = [stage.handle("queries", query(t, s, r))[0][1] for t, s, r in backlog]
+    assert rebuilds == [4, 5, 6]
+    for (t, s, r), reply in zip(backlog, replies, strict=True):
+        candidates, frames = direct_answer(graph_model, tiny, t, s, r)
+        assert reply.meta["candidates"] == candidates.tolist()
+        for sent, expected in zip(reply.frames, frames, strict=True):
+            np.testing.assert_allclose(sent, expected, rtol=1e-6)
+    stage.late_steps = 2  # the oldest step falls out of a full cache and is rebuilt again
+    stage.handle("queries", query(7, 1, 0))
+    stage.handle("queries", query(4, 1, 0))
+    assert rebuilds == [4, 5, 6, 7, 4]
+
+
 def quads(tiny, facts: np.ndarray) -> pl.DataFrame:
     """``(s, r, o, t)`` id rows as a batch in the reader contract, keys as the store names them."""
     return pl.DataFrame(
