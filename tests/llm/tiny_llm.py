@@ -47,7 +47,7 @@ def _words() -> list[str]:
     )
 
 
-def write_tiny_backbone(directory: Path, seed: int = 0) -> Path:
+def write_tiny_backbone(directory: Path, seed: int = 0, hidden: int = 32) -> Path:
     """A two-layer Llama (hidden 32) with a word-level tokenizer and a chat template."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL + _words())}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -59,8 +59,8 @@ def write_tiny_backbone(directory: Path, seed: int = 0) -> Path:
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
