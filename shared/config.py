@@ -543,18 +543,26 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 
 def _describe(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid config"]
+    """One line, as a command prints it: the file, then each bad key with its value and why."""
+    lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in {"function-after[_endpoint_form()]"})
         if err["type"] == "missing":
-            lines.append(f"  key '{_dotted(loc)}': required, missing")
+            lines.append(f"key '{_dotted(loc)}': required, missing")
         elif not loc:  # a check across sections names its own keys; the input is the file
-            lines.append(f"  {err.get('ctx', {}).get('error', err['msg'])}")
+            lines.append(f"{err.get('ctx', {}).get('error', err['msg'])}")
         elif err["type"] == "extra_forbidden":
-            lines.append(f"  key '{_dotted(loc)}': unknown key (value {err['input']!r})")
+            lines.append(f"key '{_dotted(loc)}': unknown key (value {err['input']!r})")
         else:
-            lines.append(f"  key '{_dotted(loc)}': value {err['input']!r}: {err['msg']}")
-    return "\n".join(lines)
+            lines.append(f"key '{_dotted(loc)}': value {err['input']!r}: {err['msg']}")
+    return f"{path}: invalid config: " + "; ".join(lines)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line, with the line and column it points at."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -596,7 +604,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, env: Mapping[str, str] | None
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
     raw = _expand_run_dir(_apply_env(raw, os.environ if env is None else env))

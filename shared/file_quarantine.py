@@ -56,6 +56,11 @@ class FileQuarantine:
             }
         )
 
+    def reason(self, path: Path) -> str | None:
+        """Why ``path`` is quarantined, or None when it is not (or changed since)."""
+        record = self._read(path.name)
+        return str(record["reason"]) if record is not None and self.holds(path) else None
+
     def release(self, path: Path) -> None:
         """Forget ``path`` (it was read after all: it changed, or was fixed)."""
         self._record_path(path.name).unlink(missing_ok=True)

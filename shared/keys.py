@@ -13,7 +13,7 @@ from pathlib import Path
 import zmq.auth
 
 from shared.atomic import fsync_dir
-from shared.config import DEFAULT_CONFIG, KEY_NAME_PATTERN, ConfigError, load_config
+from shared.config import DEFAULT_CONFIG, KEY_NAME_PATTERN, load_config
 from shared.curve import PUBLIC_SUFFIX, SECRET_SUFFIX
 
 HOW_TO_DISTRIBUTE = """\
@@ -91,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keys_dir = args.dir
     if keys_dir is None:
-        try:
-            keys_dir = load_config(args.config).keys_dir
-        except ConfigError as exc:
-            print(f"geopol keys: {exc}", file=sys.stderr)
-            return 2
+        keys_dir = load_config(args.config).keys_dir
     try:
         public, secret = create_pair(keys_dir, args.name, args.force)
     except FileExistsError as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.config import DEFAULT_CONFIG, Config, ConfigError, StageConfig, load_config
+from shared.config import DEFAULT_CONFIG, Config, StageConfig, load_config
 from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
 from shared.protocol import DeadLetterWriter
@@ -168,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geopol status", description=__doc__)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config YAML")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     rows = [
         classify(name, cfg, _scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time())
         for name, cfg in config.stages.items()

@@ -22,7 +22,7 @@ import msgpack
 import zmq
 
 from services.calibrate.publisher import HUGZ, SCORECARD
-from shared.config import DEFAULT_CONFIG, ConfigError, SocketConfig, load_config
+from shared.config import DEFAULT_CONFIG, SocketConfig, load_config
 from shared.curve import Curve, check, secure
 from shared.protocol import Limits, Message, MessageType, ProtocolError, decode
 
@@ -200,28 +200,20 @@ def follow(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"geopol watch: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     prefix = "forecast/"
     if args.subject is not None and args.subject.isdigit():
         prefix += f"{args.subject}/"
         if args.relation is not None and args.relation.isdigit():
             prefix += f"{args.relation}/"
     ctx = zmq.Context.instance()
-    try:
-        subscriber = CloneSubscriber(
-            ctx,
-            config.calibrate.publish,
-            config.calibrate.snapshot,
-            prefix,
-            curve=Curve.of(config, args.key),
-        )
-    except ConfigError as exc:
-        print(f"geopol watch: {exc}", file=sys.stderr)
-        return 2
+    subscriber = CloneSubscriber(
+        ctx,
+        config.calibrate.publish,
+        config.calibrate.snapshot,
+        prefix,
+        curve=Curve.of(config, args.key),
+    )
     deadline = time.monotonic() + args.seconds if args.seconds else None
     shown = 0
     try:

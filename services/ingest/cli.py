@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.ingest.export_ingest import ingest_paths
 from services.ingest.mapping import MappingConfig
-from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.config import DEFAULT_CONFIG, load_config
 from shared.event_store import EventStore
 from shared.file_quarantine import FileQuarantine
 from shared.log import configure_logging
@@ -41,11 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     configure_logging("ingest", config.logging.level, config.logging.format)
     sources = args.source or ([config.ingest.source] if config.ingest.source else [])
     missing = [s for s in sources if not s.exists()]
@@ -78,4 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     quarantine = FileQuarantine(config.quarantine_dir)
     if held := quarantine.count():
         print(f"{held} unreadable file(s) quarantined; why: {quarantine.directory}/NAME.json")
+    # A file named on the command line that cannot be read is bad input; files found in a
+    # folder are quarantined and the rest ingested, as the stage does.
+    for source in sources:
+        if source.is_file() and (reason := quarantine.reason(source)) is not None:
+            print(f"geopol ingest: {source}: quarantined, not ingested: {reason}", file=sys.stderr)
+            return 2
     return 0

@@ -45,7 +45,7 @@ from services.ingest import cameo
 from services.ingest.export_ingest import ingest_file
 from services.ingest.gdelt_reader import source_files
 from services.ingest.mapping import MINUTES_PER_DAY, MappingConfig, step_start
-from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.config import DEFAULT_CONFIG, load_config
 from shared.event_store import SPLITS, EventStore, IngestStats
 from shared.log import configure_logging
 from shared.tkg_dataset import SPLIT_FILES
@@ -462,17 +462,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return store_export.main(argv[1:])
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"geopol dataset: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     configure_logging("dataset", config.logging.level, config.logging.format)
     source = args.source or config.data_dir / GEORGIA_SOURCE
     if not source.is_dir():
         print(
-            f"geopol dataset: source folder not found: {source}\n"
-            f"  pass --source DIR, or set paths.data_dir (or GEOPOL_DATA_DIR) to the team data "
+            f"geopol dataset: source folder not found: {source}; "
+            f"pass --source DIR, or set paths.data_dir (or GEOPOL_DATA_DIR) to the team data "
             f"folder (holding {GEORGIA_SOURCE})",
             file=sys.stderr,
         )

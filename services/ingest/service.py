@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    except ConfigError as exc:  # also run as `python -m` by `geopol pipeline`, outside shared.cli
+        print(f"geopol serve ingest: {exc}", file=sys.stderr)
         return 2
     problem = refusal(config, args.config)
     if problem is not None:

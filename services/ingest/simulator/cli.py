@@ -37,7 +37,7 @@ from services.ingest.simulator.truth import (
     write_truth,
 )
 from services.ingest.simulator.world import ROLE_WEIGHTS, World, WorldParams
-from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.config import DEFAULT_CONFIG, load_config
 from shared.log import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -247,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.actors > MAX_ACTORS:
         parser.error(f"--actors {args.actors} exceeds the {MAX_ACTORS} distinct actor codes")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"geopol simulate: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     configure_logging("simulate", config.logging.level, config.logging.format)  # on stderr
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
