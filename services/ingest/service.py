@@ -40,7 +40,7 @@ from services.ingest.export_ingest import ingest_unless_quarantined
 from services.ingest.gdelt_reader import source_files
 from services.ingest.live import LivePoller, run_live
 from services.ingest.mapping import MappingConfig
-from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
+from services.ingest.work import steps_to_close
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import DiskFloorError, EventStore
 from shared.file_quarantine import FileQuarantine
@@ -49,6 +49,7 @@ from shared.log import configure_logging, get_logger
 from shared.protocol import Limits, Message, MessageType
 from shared.runtime import Route, StageRuntime
 from shared.sockets import send_message
+from shared.work_messages import next_queries, query_message, snapshot_message
 
 log = get_logger(__name__)
 OUT = "queries"

@@ -13,6 +13,7 @@ BENCHES = {
     "transport": "shared.bench.transport",
     "ingest": "services.ingest.bench",
     "graph": "services.graph.bench",
+    "catchup": "services.graph.bench_catchup",
     "llm": "services.llm.bench",
 }
 

@@ -28,7 +28,6 @@ from services.graph.service import (
     load_artifact,
     training_data,
 )
-from services.ingest.work import snapshot_message
 from shared.config import DEFAULT_CONFIG, load_config
 from shared.embedding_export import load_export
 from shared.event_store import QUAD_SCHEMA, ClosedStepError, KeyLabels
@@ -36,8 +35,10 @@ from shared.graph_frames import FRAME_NAMES, candidate_ids, check_frames
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
 from shared.tkg_dataset import load_tkg
+from shared.work_messages import next_queries, snapshot_message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = "import sys; from shared.cli import main; sys.exit(main(sys.argv[1:]))"
 T, K = 3, 4
 
 
@@ -411,3 +412,34 @@ def test_the_service_module_imports_neither_jax_nor_torch() -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "jax": False, "jaxlib": False, "torch": False
     }  # fmt: skip
+
+
+def test_bench_catchup_replays_ingest_s_backlog_through_the_served_stage(
+    tiny, tmp_path: Path, artifact_dir: Path, benchmark_dir: Path
+) -> None:
+    """`geopol bench catchup` as a process: the queries ingest would send for the last steps,
+    answered late by the stage `serve graph` builds, as rates in the ``pipeline`` section."""
+    config = served_config(tmp_path, artifact_dir, benchmark_dir)
+    store = tiny.open_store(config.store_dir)
+    tiny.append_steps(store, range(9))
+    expected = sum(len(next_queries("SIM", t - 1, store.snapshot(t - 1), 4)) for t in (5, 6, 7))
+    reports = tmp_path / "reports"
+    (reports).mkdir()
+    (reports / "bench.json").write_text(json.dumps({"pipeline": {"first_forecast_s": 12.0}}))
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "bench", "catchup", "--config", str(tmp_path / "config.yaml"),
+         "--steps", "3", "--per-step", "4", "--reports", str(reports)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pipeline = json.loads((reports / "bench.json").read_text())["pipeline"]
+    assert pipeline["catchup_queries"] == expected > 3
+    assert pipeline["catchup_queries_per_s"] > 0 and pipeline["catchup_uncached_queries_per_s"] > 0
+    assert pipeline["first_forecast_s"] == 12.0  # the section's other keys are kept
+    assert "catch-up" in done.stdout and "backlog catch-up" in (reports / "bench.md").read_text()
+    short = subprocess.run(
+        [sys.executable, "-c", CLI, "bench", "catchup", "--config", str(tmp_path / "config.yaml"),
+         "--steps", "20", "--reports", str(reports)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert short.returncode == 2 and "holds 9 steps" in short.stderr

@@ -9,11 +9,11 @@ import pytest
 
 from services.graph.history import RecentWindow
 from services.graph.service import GraphStage
-from services.ingest.work import snapshot_message
 from shared.graph_frames import META_FIELDS
 from shared.ids import query_id
 from shared.protocol import MessageType, decode, encode, new_message
 from shared.protocol.codec import DEFAULT_LIMITS
+from shared.work_messages import snapshot_message
 
 T, K = 3, 4
 REPLY_KEYS = set(META_FIELDS)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.ingest.work import next_queries, query_message, snapshot_message, steps_to_close
+from services.ingest.work import steps_to_close
 from shared.ids import frame_to_ids
 from shared.protocol import MessageType, decode, encode
+from shared.work_messages import next_queries, query_message, snapshot_message
 
 
 def test_steps_close_when_a_later_step_exists_or_at_once_per_file():
