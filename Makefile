@@ -9,7 +9,7 @@ STAGE ?=
 # everything the pipeline writes; set GEOPOL_RUN_DIR (which the geopol commands read too) to move it
 RUN_DIR ?= $(or $(GEOPOL_RUN_DIR),var)
 
-.PHONY: help setup run test lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
+.PHONY: help setup run test fuzz lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
         status watch train eval eval-baselines eval-llm eval-calibrate eval-sim
 
 help:  ## list the targets
@@ -52,6 +52,15 @@ eval-sim:  ## after make run: the calibrator on held-out SIM questions against t
 
 test:  ## the whole test suite (no GPU, no network)
 	$(PY) -m pytest -q
+
+# the property tests (hypothesis) of the frame decoder and the GDELT reader under the long profile:
+# 20,000 examples per decoder property, a third of that per reader property (tens of minutes; CI
+# runs them in seconds under the bounded one). A failure is saved in tests/fuzz_corpus, which
+# every later run replays: commit it, with an @example of it in the test.
+FUZZ_TESTS ?= tests/shared/test_codec_properties.py tests/ingest/test_gdelt_reader_properties.py
+
+fuzz:  ## long property tests of the frame decoder and GDELT reader; failures kept in tests/fuzz_corpus
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)
 
 lint:  ## static checks
 	$(VENV)/bin/ruff check services shared tests

@@ -38,9 +38,14 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import lzma
+import re
+import struct
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,7 +163,8 @@ def read_export(
     canonical order; the quarantine and the counters are the same whatever is chosen. ``data`` is
     the file's content when the caller has read it already (to hash it, say), so it is not read
     twice; ``path`` then only names the source. Raises ``NotGdeltExportError`` when the file is
-    not a GDELT export at all.
+    not a GDELT export at all, and ``zipfile.BadZipFile`` for a ``.zip`` that cannot be read
+    (truncated, damaged, encrypted, an unsupported compression); both name the file.
     """
     path = Path(path)
     cutoff = _future_cutoff(now)
@@ -211,16 +217,46 @@ def _future_cutoff(now: datetime | None) -> datetime:
     return now.astimezone(UTC) + FUTURE_TOLERANCE
 
 
+_ARCHIVE_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,  # no archive, a bad CRC, a truncated member
+    zlib.error,  # a damaged deflate stream
+    EOFError,  # a member's data cut short
+    NotImplementedError,  # an unsupported compression method or zip version
+    RuntimeError,  # an encrypted member
+    ValueError,  # an impossible offset ("negative seek value")
+    OSError,  # a damaged bzip2 stream
+    lzma.LZMAError,
+    struct.error,
+)
+"""What ``zipfile`` raises on a damaged archive (found by tests/ingest/test_gdelt_reader_properties)."""
+
+
+@contextmanager
+def _archive_errors(name: str) -> Iterator[None]:
+    """Any of ``_ARCHIVE_ERRORS`` as ``zipfile.BadZipFile`` naming the file: the one error a
+    caller catches (``export_ingest.UNREADABLE``) for an archive, however it is damaged."""
+    try:
+        yield
+    except _ARCHIVE_ERRORS as err:
+        raise zipfile.BadZipFile(
+            f"{name}: the zip archive cannot be read: {type(err).__name__}: {err}"
+        ) from err
+
+
 def _zip_members(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with _archive_errors(name):
+        archive = zipfile.ZipFile(io.BytesIO(data))
         members = sorted(m for m in archive.namelist() if not m.endswith("/"))
+    with archive:
         if not members:
             raise NotGdeltExportError(
                 f"{name}: the zip archive holds no file; expected a "
                 f"GDELT export inside (*.export.CSV)"
             )
         for member in members:
-            yield f"{name}:{member}", archive.read(member)
+            with _archive_errors(name):
+                content = archive.read(member)
+            yield f"{name}:{member}", content
 
 
 @dataclass(frozen=True)
@@ -313,7 +349,7 @@ def _parse_fast(data: bytes, plan: _Plan) -> _Parsed | None:
     first_line = data[: end if end >= 0 else len(data)]
     fields = first_line.count(b"\t") + 1
     names = gs.LAYOUTS.get(fields)
-    if names is None or b"GLOBALEVENTID" in first_line.upper():
+    if names is None or b"GLOBALEVENTID" in first_line.upper():  # maybe a header: look closer
         return None
     keep = plan.indices(names, also=fields - 1)
     frame = _typed_read(data, names, _RAW_DIALECT, keep)
@@ -331,7 +367,7 @@ def _parse_fast(data: bytes, plan: _Plan) -> _Parsed | None:
         _to_parsed(frame, lines, plan),
         _no_rejects(),
         frame.height,
-        lambda: _split_lines(data.decode()),
+        lambda: _split_lines(_strip_bom(data.decode())),  # polars skipped the BOM too
         "raw_tsv",
     )
 
@@ -542,41 +578,90 @@ class _HeaderFormat:
         unquoted = text.str.replace_all(r'"[^"]*"', "")  # what is left of a line outside quotes
         quoted_na = lines.select(text.str.contains('"NA"', literal=True).any()).item()
         dialect = _Dialect(self.separator, '"', None if quoted_na else "NA")
+        unbalanced = text.str.count_matches('"', literal=True) % 2 == 1
         counted = lines.with_columns(
             n=unquoted.str.count_matches(self.separator, literal=True) + 1,
-            unbalanced=text.str.count_matches('"', literal=True) % 2 == 1,
+            quoting=pl.when(unbalanced)
+            .then(pl.lit(_UNBALANCED))
+            .when(~text.str.contains(_well_quoted(self.separator)))
+            .then(pl.lit(_MISPLACED_QUOTE)),
             body=_blank_unquoted_na(text, self.separator) if quoted_na else text,
         )
-        quoting = counted.filter(pl.col("unbalanced")).select(
-            "line",
-            reason=pl.lit(REASON_BAD_QUOTING),
-            detail=pl.lit(
-                "unbalanced double quotes (a quoted field spanning lines is not supported)"
-            ),
+        quoting = counted.filter(pl.col("quoting").is_not_null()).select(
+            "line", reason=pl.lit(REASON_BAD_QUOTING), detail="quoting"
         )
-        balanced = counted.filter(~pl.col("unbalanced"))
+        balanced = counted.filter(pl.col("quoting").is_null())
         frame, rejects = _split_layouts(balanced, self.layouts(), dialect, source, plan)
         return frame, pl.concat([quoting, rejects])
 
     def fields_of(self, text: str) -> tuple[list[str], Names | None]:
-        fields = next(csv.reader([text], delimiter=self.separator))
+        fields = _csv_fields(text, self.separator)
+        if fields is None:  # only names a field in a detail: split as if nothing were quoted
+            fields = text.split(self.separator)
         return fields, self.layouts().get(len(fields))
 
 
 def _detect_format(first_line: str, source: str) -> _Format:
-    """A header row naming GLOBALEVENTID means a header-delimited export, else raw GDELT."""
-    if "GLOBALEVENTID" not in first_line.upper():
+    """A first line with a field GLOBALEVENTID is the header row of a header-delimited export;
+    anything else is raw GDELT."""
+    if not _names_globaleventid(first_line):
         return _RawFormat()
     separator = "\t" if "\t" in first_line else ","
-    header = [h.strip() for h in next(csv.reader([first_line], delimiter=separator))]
-    names = tuple(_CANONICAL_BY_UPPER.get(h.upper()) for h in header)
+    fields = _csv_fields(first_line, separator)
+    if fields is None:
+        raise NotGdeltExportError(
+            f"{source}: the header row is not GDELT's: it cannot be split into fields (a carriage "
+            f"return outside quotes, or a field over 128 KiB); expected {_HEADER_EXPECTED}"
+        )
+    names = tuple(_CANONICAL_BY_UPPER.get(h.strip().upper()) for h in fields)
     missing = [c for c in gs.HEADER_REQUIRED_COLUMNS if c not in names]
     if missing:
         raise NotGdeltExportError(
             f"{source}: the header row is not GDELT's: it lacks {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}; expected {_HEADER_EXPECTED}, or {_RAW_EXPECTED}"
         )
+    repeated = sorted({n for n, count in Counter(names).items() if n is not None and count > 1})
+    if repeated:
+        raise NotGdeltExportError(
+            f"{source}: the header row is not GDELT's: it names {', '.join(repeated[:5])} more "
+            f"than once; expected {_HEADER_EXPECTED}"
+        )
     return _HeaderFormat(separator=separator, names=names)
+
+
+def _names_globaleventid(line: str) -> bool:
+    """Whether a field of ``line`` (split at tabs and commas; spaces and quotes stripped) is
+    GLOBALEVENTID, in any case: a header row. A data row that merely mentions it (a SOURCEURL
+    with ``?globaleventid=``) is not one; a substring test took the whole file for a header."""
+    return any(
+        field.strip().strip('"').strip().upper() == "GLOBALEVENTID"
+        for field in re.split(r"[\t,]", line)
+    )
+
+
+def _csv_fields(text: str, separator: str) -> list[str] | None:
+    """One line's fields by Python's CSV rules, or None where it refuses the line (``csv.Error``):
+    it takes a carriage return outside quotes for a line end, and caps a field at 128 KiB."""
+    try:
+        return next(csv.reader([text], delimiter=separator))
+    except csv.Error:
+        return None
+
+
+_UNBALANCED = "unbalanced double quotes (a quoted field spanning lines is not supported)"
+_MISPLACED_QUOTE = (
+    "a double quote inside an unquoted field, or text between a closing quote and the separator"
+)
+
+
+def _well_quoted(sep: str) -> str:
+    """A line whose every field is unquoted (no ``"`` in it) or wholly quoted (``""`` inside
+    for a quote): what polars' CSV reader accepts. Checked first, so a line it would refuse
+    costs that line (``bad_quoting``), not the file."""
+    sep = r"\t" if sep == "\t" else re.escape(sep)
+    quoted = '"(?:[^"]|"")*"'
+    plain = f'[^"{sep}]*'
+    return f"^(?:{quoted}|{plain})(?:{sep}(?:{quoted}|{plain}))*$"
 
 
 def _blank_unquoted_na(text: pl.Expr, sep: str) -> pl.Expr:
@@ -601,7 +686,7 @@ def _split_layouts(
     """
     allowed = " or ".join(str(n) for n in sorted(layouts))
     rejects = [
-        counted.filter(~pl.col("n").is_in(list(layouts))).select(
+        _formattable(counted.filter(~pl.col("n").is_in(list(layouts)))).select(
             "line",
             reason=pl.lit(REASON_FIELD_COUNT),
             detail=pl.format(f"{{}} fields; expected {allowed}", pl.col("n")),
@@ -698,7 +783,7 @@ def _numbers_from_strings(strings: pl.DataFrame, plan: _Plan) -> tuple[pl.DataFr
     typed = cleaned.with_columns(
         *(_number_expr(c).alias(_TYPED + c) for c in numbers)
     ).with_columns(pl.any_horizontal(_unparsed(c) for c in numbers).alias("bad_number"))
-    bad = typed.filter(pl.col("bad_number"))
+    bad = _formattable(typed.filter(pl.col("bad_number")))
     rejects = bad.select(
         "line",
         reason=pl.lit(REASON_BAD_NUMBER),
@@ -795,7 +880,7 @@ def _split_duplicates(good: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     kept = good.filter(first)
     repeated = pl.col("GLOBALEVENTID").is_in(later["GLOBALEVENTID"].implode())
     first_lines = kept.filter(repeated).select("GLOBALEVENTID", pl.col("line").alias("first_line"))
-    rejects = later.join(first_lines, on="GLOBALEVENTID", how="left").select(
+    rejects = _formattable(later.join(first_lines, on="GLOBALEVENTID", how="left")).select(
         "line",
         reason=pl.lit(REASON_DUPLICATE_ID),
         detail=pl.format(
@@ -809,6 +894,7 @@ def _row_rejects(bad: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     """``line, reason, detail`` for rows that failed a check; details built for bad rows only."""
     if bad.is_empty():
         return _no_rejects()
+    bad = _formattable(bad)
     details = {
         REASON_BAD_NUMBER: pl.lit("GLOBALEVENTID is empty"),
         REASON_BAD_DATE: pl.coalesce(
@@ -822,6 +908,17 @@ def _row_rejects(bad: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     for reason, text in details.items():
         detail = pl.when(pl.col("reason") == reason).then(text).otherwise(detail)
     return bad.select("line", "reason", detail.alias("detail"))
+
+
+def _formattable(rejects: pl.DataFrame) -> pl.DataFrame:
+    """``rejects`` with each column in one chunk, before ``pl.format`` builds their details.
+
+    polars 2.1 panics (``assertion failed: i < self.len()``, a ``PanicException`` no caller
+    catches) formatting columns that are chunked differently where one holds an empty chunk, as
+    filtering a concatenation of layouts can leave: found by the property tests, a file with a
+    bad number in one layout and a repeated GLOBALEVENTID. Reject frames are small, so the copy
+    costs nothing that matters."""
+    return rejects.rechunk()
 
 
 def _unparsed_detail(column: str, what: str) -> pl.Expr:
