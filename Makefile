@@ -77,15 +77,18 @@ bench-ingest:  ## parse + map + store rows/s against pandas.read_csv
 dataset:  ## build GDELT-GEORGIA (needs the team data: GEOPOL_DATA_DIR or ../shared/data)
 	$(GEOPOL) dataset gdelt-georgia --overwrite --out $(RUN_DIR)/datasets/GDELT-GEORGIA
 
-pipeline-up:  ## start every built stage in the background (logs in RUN_DIR/log/)
-	$(GEOPOL) pipeline up --config $(CONFIG)
+# e.g. PIPELINE_ARGS="--wait 300": how long up and restart wait for each stage's heartbeat
+PIPELINE_ARGS ?=
 
-pipeline-down:  ## stop every stage gracefully (SIGTERM)
+pipeline-up:  ## start every built stage under supervisord and wait until each is healthy (logs in RUN_DIR/log/)
+	$(GEOPOL) pipeline up $(STAGE) --config $(CONFIG) $(PIPELINE_ARGS)
+
+pipeline-down:  ## stop every stage gracefully (SIGTERM), then supervisord
 	$(GEOPOL) pipeline down --config $(CONFIG)
 
-restart:  ## restart one stage: make restart STAGE=graph
+restart:  ## restart one stage, the others keep running: make restart STAGE=graph
 	@test -n "$(STAGE)" || { echo "usage: make restart STAGE=<ingest|graph|llm|calibrate>" >&2; exit 2; }
-	$(GEOPOL) pipeline restart $(STAGE) --config $(CONFIG)
+	$(GEOPOL) pipeline restart $(STAGE) --config $(CONFIG) $(PIPELINE_ARGS)
 
 watch:  ## follow the published forecasts: make watch [WATCH_ARGS="--subject 12 --json"]
 	$(GEOPOL) watch --config $(CONFIG) $(WATCH_ARGS)

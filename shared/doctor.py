@@ -25,6 +25,7 @@ PACKAGES = [
     "scikit-learn",
     "safetensors",
     "prometheus-client",
+    "supervisor",
     "tqdm",
     "gguf",
     "transformers",

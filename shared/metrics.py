@@ -6,6 +6,7 @@ clashing, and serves it on its own loopback port for ``make status`` and any Pro
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -52,6 +53,14 @@ class StageMetrics:
             labels,
             registry=self.registry,
         )
+        # Which process serves this port: a supervisor can tell its own child from another
+        # program that holds the port (shared/pipeline.py).
+        Gauge(
+            "geopol_process_id",
+            "Process id of the stage process serving these metrics",
+            labels,
+            registry=self.registry,
+        ).labels(self.stage).set(os.getpid())
 
     def received(self) -> None:
         self._received.labels(self.stage).inc()

@@ -1,21 +1,34 @@
-"""``geopol pipeline up|down|restart``: start and stop the stage processes of a config.
+"""``geopol pipeline up|down|restart [STAGE...]``: run the stage processes of a config under
+supervisord, and say which are healthy.
 
-Each stage runs as its own process (each GPU framework owns its own memory), detached from the
-terminal, with its log in RUN_DIR/log/STAGE.log and its pid in RUN_DIR/pids/STAGE.pid. Stopping
-sends SIGTERM, so a stage finishes the message in hand; the journal re-sends anything lost.
+``up`` starts every stage that is built, each as its own process (each GPU framework owns its
+own memory) under the run dir's supervisord (shared/supervisor.py), then waits until each one's
+metrics port shows a fresh heartbeat from that very process (shared/status.py's idea of ``up``,
+and the stage's ``geopol_process_id``, so another program on the port does not count). It
+prints one line per stage, ``up``, ``FAILED: <why>`` (its exit status and last log line, or no
+fresh heartbeat in time) or ``not built: <missing file>``, and exits 1 when a started stage is
+not healthy. A stage already running is left alone ("already running"). ``restart`` stops the
+named stages (the others keep running) and starts them as ``up`` does; ``down`` stops them with
+SIGTERM, so each finishes the message in hand (the journal re-sends anything lost), and with no
+stage named stops supervisord too.
+
+Logs are ``RUN_DIR/log/STAGE.log``. ``GEOPOL_STAGE_MODULES="name=module,..."`` runs other modules
+as stages, or adds stages (each module's ``main`` gets ``--config FILE``); the tests use it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import DEFAULT_CONFIG, Config, load_config
+from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.status import classify, parse_metrics, scrape
+from shared.supervisor import ALIVE, STOPPABLE, Files, Supervisor, render
 
 # Stage name -> module whose ``main(argv)`` serves it. Stages not listed are not built yet.
 SERVICES = {
@@ -24,89 +37,246 @@ SERVICES = {
     "llm": "services.llm.service",
     "calibrate": "services.calibrate.service",
 }
+MODULES_ENV = "GEOPOL_STAGE_MODULES"
 STOP_TIMEOUT_S = 15.0
+WAIT_S = 120.0
+POLL_S = 0.25
+ARTIFACT_MANIFEST = "manifest.json"  # what every artifact folder holds (shared/manifest.py)
 
 
-def _pid_path(config: Config, stage: str) -> Path:
-    return config.paths.run_dir / "pids" / f"{stage}.pid"
+def services(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """:data:`SERVICES` with the entries of ``GEOPOL_STAGE_MODULES`` over it."""
+    found = dict(SERVICES)
+    spec = (os.environ if env is None else env).get(MODULES_ENV, "")
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        stage, sep, module = item.partition("=")
+        if not sep or not stage.strip() or not module.strip():
+            raise ConfigError(f"{MODULES_ENV}: {item!r} is not STAGE=MODULE")
+        found[stage.strip()] = module.strip()
+    return found
 
 
-def running_pid(config: Config, stage: str) -> int | None:
-    """The pid of the stage's live process, or None (a stale pid file is removed)."""
-    path = _pid_path(config, stage)
-    if not path.exists():
+def missing_input(config: Config, stage: str) -> Path | None:
+    """What the stage cannot start without and is not there: its artifact's manifest (graph,
+    llm, calibrate) or its source of exports (ingest), or None."""
+    if stage == "ingest":
+        source = config.ingest.source if config.ingest.live is None else None
+        return source if source is not None and not source.exists() else None
+    artifact = {
+        "graph": lambda: config.graph_artifact,
+        "llm": lambda: config.llm_artifact,
+        "calibrate": lambda: config.calibrator_artifact,
+    }.get(stage)
+    if artifact is None:
         return None
-    pid = int(path.read_text().strip())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
-        return None
-    return pid
+    manifest = artifact() / ARTIFACT_MANIFEST
+    return None if manifest.is_file() else manifest
 
 
-def start(config: Config, config_path: Path, stage: str) -> int | None:
-    """Start one stage unless it runs already; returns its pid (None if not built yet)."""
-    if stage not in SERVICES:
-        print(f"{stage}: not built yet, skipped", file=sys.stderr)
+@dataclass
+class Launch:
+    """A stage process being waited for: where its log of this start begins."""
+
+    stage: str
+    pid: int
+    log: Path
+    log_from: int
+    supervisor_log_from: int
+
+
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def last_log_line(path: Path, start: int = 0) -> str | None:
+    """The last non-empty line written to the log since byte ``start`` (this start's output;
+    an older run's lines would mislead), or None."""
+    size = _log_size(path)
+    if size <= start:
         return None
-    pid = running_pid(config, stage)
-    if pid is not None:
-        print(f"{stage}: already running (pid {pid})")
-        return pid
-    log_path = config.paths.run_dir / "log" / f"{stage}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    _pid_path(config, stage).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[stage], "--config", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    with open(path, "rb") as fh:
+        fh.seek(max(start, size - 65536))
+        text = fh.read().decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:400] if lines else None
+
+
+def _health(config: Config, launch: Launch) -> tuple[str, str]:
+    """(state, detail) of one live stage process from its metrics port: state ``up`` only when
+    the heartbeat is fresh and the port is served by this process."""
+    cfg = config.stage(launch.stage)
+    if cfg.metrics_port is None:
+        return "no-metrics", "no metrics port, so its health cannot be judged"
+    text = scrape(cfg.metrics_port)
+    status = classify(launch.stage, cfg, text, time.time())
+    if text is not None:
+        pid = parse_metrics(text).get("geopol_process_id")
+        if pid is None or int(pid) != launch.pid:
+            served_by = f"pid {int(pid)}" if pid is not None else "another program"
+            return "foreign", (
+                f"127.0.0.1:{cfg.metrics_port} is answered by {served_by}, not this stage "
+                f"(pid {launch.pid})"
+            )
+    if status.state == "up":
+        return "up", f"heartbeat {status.heartbeat_age_s:.1f}s ago"
+    port = f"127.0.0.1:{cfg.metrics_port}"
+    if status.state == "down":
+        return "down", f"nothing answers on {port}"
+    age = status.heartbeat_age_s
+    return "stale", f"last heartbeat {age:.1f}s ago on {port}" if age else f"no heartbeat on {port}"
+
+
+def wait_healthy(
+    config: Config, supervisor: Supervisor, launches: list[Launch], wait_s: float
+) -> bool:
+    """Print one line per stage once it is healthy or has failed; True when none failed.
+
+    A stage whose process exits (or is replaced) fails at once and is stopped, so supervisord
+    does not retry it; one still not healthy at the deadline fails but keeps running."""
+    pending = {launch.stage: launch for launch in launches}
+    ok = True
+    deadline = time.monotonic() + wait_s
+    last: dict[str, str] = {}
+    while pending:
+        for stage, launch in list(pending.items()):
+            info = supervisor.info(stage)
+            if info["state"] not in ALIVE or info["pid"] != launch.pid:
+                if info["state"] in STOPPABLE:
+                    supervisor.stop(stage)  # no retries of a stage that cannot start
+                how = supervisor.exit_reason(stage, launch.supervisor_log_from)
+                how = how or f"exited ({info['statename']})"
+                print(f"{stage}: FAILED: {how}: {_log_tail(launch)}")
+                ok = False
+                del pending[stage]
+                continue
+            state, detail = _health(config, launch)
+            if state in {"up", "no-metrics"}:
+                print(
+                    f"{stage}: {'up' if state == 'up' else 'running'} (pid {launch.pid}, {detail})"
+                )
+                del pending[stage]
+            else:
+                last[stage] = detail
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            for stage, launch in pending.items():
+                print(
+                    f"{stage}: FAILED: no fresh heartbeat within {wait_s:g}s "
+                    f"({last.get(stage, 'not answering')}); still running (pid {launch.pid}): "
+                    f"{_log_tail(launch)}"
+                )
+            return False
+        time.sleep(POLL_S)
+    return ok
+
+
+def _log_tail(launch: Launch) -> str:
+    line = last_log_line(launch.log, launch.log_from)
+    return f"{line} (log {launch.log})" if line else f"it wrote nothing to {launch.log}"
+
+
+def up(config: Config, config_path: Path, stages: list[str], named: bool, wait_s: float) -> int:
+    """Start the built stages among ``stages`` and wait for their health; the exit code."""
+    modules = services()
+    to_run, ok = [], True
+    for stage in stages:
+        missing = missing_input(config, stage)
+        if stage not in modules:
+            print(f"{stage}: not built yet, skipped", file=sys.stderr)
+            ok = ok and not named
+        elif missing is not None:
+            print(f"{stage}: not built: {missing}")
+            ok = ok and not named
+        else:
+            to_run.append(stage)
+    if not to_run:
+        return 0 if ok else 1
+    supervisor = _supervisor(config, config_path, modules)
+    launches = []
+    since = supervisor.log_size()
+    for stage in to_run:
+        log = supervisor.files.stage_log(stage)
+        info = supervisor.info(stage)
+        if info["state"] in ALIVE:
+            print(f"{stage}: already running (pid {info['pid']})")
+            launches.append(Launch(stage, info["pid"], log, _log_size(log), since))
+            continue
+        log_from = _log_size(log)
+        pid = supervisor.start(stage)
+        print(f"{stage}: started (pid {pid}), log {log}")
+        launches.append(Launch(stage, pid, log, log_from, since))
+    print(f"waiting up to {wait_s:g}s for each stage's heartbeat ...")
+    healthy = wait_healthy(config, supervisor, launches, wait_s)
+    if healthy:
+        shown = (
+            "" if config_path.resolve() == DEFAULT_CONFIG.resolve() else f" CONFIG={config_path}"
         )
-    _pid_path(config, stage).write_text(f"{proc.pid}\n")
-    print(f"{stage}: started (pid {proc.pid}), log {log_path}")
-    return proc.pid
+        print(
+            f"watch: make watch{shown} (forecasts as they arrive); make status{shown} "
+            f"(health and counters); logs in {supervisor.files.log_dir}/"
+        )
+    return 0 if healthy and ok else 1
 
 
-def stop(config: Config, stage: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the stage and wait; SIGKILL only if it does not exit within the timeout."""
-    pid = running_pid(config, stage)
-    if pid is None:
+def down(config: Config, stages: list[str] | None) -> int:
+    """Stop the named stages, or every stage and supervisord; the exit code."""
+    supervisor = Supervisor.connect(Files.of(config))
+    if supervisor is None:
+        print("pipeline: not running")
+        return 0
+    known = supervisor.names()
+    order = [s for s in stages or config.stages if s in known]
+    order += [] if stages else [s for s in known if s not in order]  # from an older config
+    for stage in reversed(order):
+        _stop(supervisor, stage)
+    if not stages:
+        supervisor.shutdown()
+        print(f"pipeline: stopped (supervisord of {supervisor.files.run_dir})")
+    return 0
+
+
+def _stop(supervisor: Supervisor, stage: str) -> None:
+    since = supervisor.log_size()
+    after = supervisor.stop(stage)
+    if after is None:
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and running_pid(config, stage) is not None:
-        _reap(pid)
-        time.sleep(0.1)
-    if running_pid(config, stage) is not None:
-        os.kill(pid, signal.SIGKILL)
-        print(f"{stage}: did not stop within {timeout_s:.0f}s, killed", file=sys.stderr)
-    _pid_path(config, stage).unlink(missing_ok=True)
-    print(f"{stage}: stopped")
+    how = supervisor.exit_reason(stage, since, "stopped") or f"exit status {after['exitstatus']}"
+    print(f"{stage}: stopped ({how})")
 
 
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def _supervisor(config: Config, config_path: Path, modules: Mapping[str, str]) -> Supervisor:
+    files = Files.of(config)
+    commands = {
+        stage: [sys.executable, "-m", modules[stage], "--config", str(config_path.resolve())]
+        for stage in config.stages
+        if stage in modules
+    }
+    return Supervisor.ensure(files, render(files, commands, Path.cwd(), STOP_TIMEOUT_S))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geopol pipeline", description=__doc__)
     parser.add_argument("action", choices=["up", "down", "restart"])
-    parser.add_argument("stage", nargs="?", help="one stage (default: every stage in the config)")
+    parser.add_argument("stage", nargs="*", help="stages (default: every stage in the config)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=WAIT_S,
+        metavar="S",
+        help=f"seconds to wait for each started stage's heartbeat (default {WAIT_S:g})",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    stages = [config.stage(args.stage) and args.stage] if args.stage else list(config.stages)
-    if args.action in {"down", "restart"}:
+    for stage in args.stage:
+        config.stage(stage)  # an unknown name is an error naming the stages the file has
+    stages = args.stage or list(config.stages)
+    if args.action == "down":
+        return down(config, args.stage or None)
+    if args.action == "restart":
+        supervisor = Supervisor.connect(Files.of(config))
         for stage in reversed(stages):
-            stop(config, stage)
-    if args.action in {"up", "restart"}:
-        for stage in stages:
-            start(config, args.config, stage)
-    return 0
+            if supervisor is not None and stage in supervisor.names():
+                _stop(supervisor, stage)
+    return up(config, args.config, stages, bool(args.stage), args.wait)

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 import zmq
@@ -100,7 +101,8 @@ class StageRuntime:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code (0 on a graceful stop, 2 when a
-        socket that needs CurveZMQ lacks a key: one line on stderr names the endpoint and file)."""
+        socket that needs CurveZMQ lacks a key or a socket or the metrics port cannot be opened,
+        a port already taken most often: one line on stderr names the endpoint and the key)."""
         try:
             for cfg in self.stage_cfg.sockets.values():
                 check(cfg, self.curve)  # every key before any socket opens
@@ -111,10 +113,15 @@ class StageRuntime:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        self._open()
-        server = None
-        if self.stage_cfg.metrics_port is not None:
-            server = self.metrics.serve(self.stage_cfg.metrics_port)
+        try:
+            self._open()
+            server = self._serve_metrics()
+        except StartError as exc:  # a port another process holds, most often
+            for sock in self.sockets.values():
+                sock.close(linger=0)
+            log.error("stage_not_started", reason=str(exc))
+            print(f"geopol serve {self.name}: {exc}", file=sys.stderr)
+            return 2
         log.info(
             "stage_started",
             sockets={k: s.getsockopt_string(zmq.LAST_ENDPOINT) for k, s in self.sockets.items()},
@@ -131,9 +138,28 @@ class StageRuntime:
 
     def _open(self) -> None:
         for key, cfg in self.stage_cfg.sockets.items():
-            self.sockets[key] = open_socket(
-                self._ctx, cfg, self.stage_cfg.heartbeat_s, self.limits, self.curve
-            )
+            try:
+                self.sockets[key] = open_socket(
+                    self._ctx, cfg, self.stage_cfg.heartbeat_s, self.limits, self.curve
+                )
+            except zmq.ZMQError as exc:
+                verb = "bind" if cfg.bind else "connect to"
+                raise StartError(
+                    f"cannot {verb} {cfg.endpoint} (stages.{self.name}.sockets.{key}): "
+                    f"{zmq.strerror(exc.errno)}"
+                ) from exc
+
+    def _serve_metrics(self) -> WSGIServer | None:
+        port = self.stage_cfg.metrics_port
+        if port is None:
+            return None
+        try:
+            return self.metrics.serve(port)
+        except OSError as exc:
+            raise StartError(
+                f"cannot serve metrics on 127.0.0.1:{port} (stages.{self.name}.metrics_port): "
+                f"{exc.strerror or exc}"
+            ) from exc
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -292,6 +318,10 @@ class StageRuntime:
         if name not in self.sockets:
             raise LookupError(f"no socket {name!r} in stage {self.name!r} ({sorted(self.sockets)})")
         return self.sockets[name]
+
+
+class StartError(RuntimeError):
+    """A socket or the metrics port cannot be opened; the message names endpoint and key."""
 
 
 def _describe(exc: BaseException) -> str:

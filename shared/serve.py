@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from shared.pipeline import SERVICES
+from shared.pipeline import services
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,11 +17,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run one stage in this terminal; Ctrl-C or SIGTERM stops it gracefully. "
         "`geopol serve STAGE --help` lists the stage's options (--config FILE, ...).",
     )
-    parser.add_argument("stage", choices=list(SERVICES), help="the stage to run")
+    parser.add_argument("stage", choices=list(services()), help="the stage to run")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the stage's own options")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return int(importlib.import_module(SERVICES[args.stage]).main(args.options))
+    return int(importlib.import_module(services()[args.stage]).main(args.options))

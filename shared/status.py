@@ -155,7 +155,8 @@ def _by_count(counts: dict[str, int]) -> str:
     return "; ".join(f"{n} {reason}" for reason, n in ordered)
 
 
-def _scrape(port: int) -> str | None:
+def scrape(port: int) -> str | None:
+    """The stage's /metrics text on loopback, or None when nothing answers within 2 s."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             return resp.read().decode()
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     rows = [
-        classify(name, cfg, _scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time())
+        classify(name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time())
         for name, cfg in config.stages.items()
     ]
     print(

@@ -33,11 +33,13 @@ def relay(_socket: str, msg: Message) -> list[tuple[str, Message]]:
     ]
 
 
-def main(path: str) -> int:
+def main(path: str, stage: str = "relay") -> int:
+    """Serve the relay as ``stage`` of the config at ``path`` (``geopol pipeline`` runs a module
+    per stage, so tests/shared/test_pipeline.py writes one that names its stage and calls this)."""
     config = load_config(path)
-    configure_logging("relay", config.logging.level, config.logging.format)
+    configure_logging(stage, config.logging.level, config.logging.format)
     accepts = {"in": frozenset({MessageType.EMBEDDINGS})}
-    return StageRuntime("relay", config, relay, accepts=accepts).run()
+    return StageRuntime(stage, config, relay, accepts=accepts).run()
 
 
 if __name__ == "__main__":
