@@ -78,6 +78,7 @@ class DeadLetterWriter:
         self.max_bytes = max_bytes
         self.keep = keep
         self._lock = threading.Lock()
+        self._tail_checked = False  # only a file a dead process left can end mid-record
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def rotated(self, index: int) -> Path:
@@ -102,8 +103,9 @@ class DeadLetterWriter:
             size = self._size()
             if size and size + len(line) > self.max_bytes:
                 self._rotate()
-            elif size and not self._ends_with_newline():
+            elif size and not self._tail_checked and not self._ends_with_newline():
                 line = b"\n" + line  # a torn last record (a kill mid-write) stays its own line
+            self._tail_checked = True
             with open(self.path, "ab") as fh:
                 fh.write(line)
                 fh.flush()

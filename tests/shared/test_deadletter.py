@@ -63,6 +63,7 @@ def test_a_record_torn_by_a_kill_is_counted_and_the_records_after_it_still_read(
     _fill(writer, 2)
     with open(writer.path, "ab") as fh:  # a write cut short: no closing brace, no newline
         fh.write(b'{"time": 1.0, "stage": "s", "reas')
+    writer = DeadLetterWriter(writer.path, "s")  # the stage's next process
     _fill(writer, 1)
     records = writer.read()
     assert [r["reason"] for r in records] == [
