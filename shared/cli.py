@@ -96,8 +96,14 @@ def one_line(exc: BaseException) -> str:
     return lines[0] + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")
 
 
-def _is_bad_input(exc: Exception) -> bool:
+def _is_bad_input(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in PROJECT_PACKAGES
+
+
+def _is_native_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C that landed while native code (polars, via pyo3) was calling back into Python: pyo3
+    turns the KeyboardInterrupt into a ``PanicException`` (a BaseException) naming it."""
+    return type(exc).__name__ == "PanicException" and "KeyboardInterrupt" in str(exc)
 
 
 def run(name: str, command: Callable[[list[str]], int | None], argv: list[str], debug: bool) -> int:
@@ -105,14 +111,13 @@ def run(name: str, command: Callable[[list[str]], int | None], argv: list[str], 
     (unless ``debug``)."""
     try:
         return int(command(argv) or 0)
-    except KeyboardInterrupt:
-        if debug:
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt) or _is_native_interrupt(exc)
+        if debug or not (interrupted or isinstance(exc, Exception)):
             raise
-        print(f"geopol {name}: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:
-        if debug:
-            raise
+        if interrupted:
+            print(f"geopol {name}: interrupted", file=sys.stderr)
+            return INTERRUPTED
         if _is_bad_input(exc):
             print(f"geopol {name}: {one_line(exc)}", file=sys.stderr)
             return BAD_INPUT
