@@ -93,7 +93,7 @@ restart:  ## restart one stage, the others keep running: make restart STAGE=grap
 watch:  ## follow the published forecasts: make watch [WATCH_ARGS="--subject 12 --json"]
 	$(GEOPOL) watch --config $(CONFIG) $(WATCH_ARGS)
 
-status:  ## liveness and counters of every stage (geopol status exits 1 unless all are up)
+status:  ## liveness and counters of every stage (geopol status exits 1 unless every built stage is up)
 	-@$(GEOPOL) status --config $(CONFIG)
 
 DATA_DIR ?= $(or $(GEOPOL_DATA_DIR),../shared/data)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from shared.stage_inputs import missing_input
 from shared.status import classify, parse_metrics, scrape
 from shared.supervisor import ALIVE, STOPPABLE, Files, Supervisor, render
 
@@ -41,7 +42,6 @@ MODULES_ENV = "GEOPOL_STAGE_MODULES"
 STOP_TIMEOUT_S = 15.0
 WAIT_S = 120.0
 POLL_S = 0.25
-ARTIFACT_MANIFEST = "manifest.json"  # what every artifact folder holds (shared/manifest.py)
 
 
 def services(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -54,23 +54,6 @@ def services(env: Mapping[str, str] | None = None) -> dict[str, str]:
             raise ConfigError(f"{MODULES_ENV}: {item!r} is not STAGE=MODULE")
         found[stage.strip()] = module.strip()
     return found
-
-
-def missing_input(config: Config, stage: str) -> Path | None:
-    """What the stage cannot start without and is not there: its artifact's manifest (graph,
-    llm, calibrate) or its source of exports (ingest), or None."""
-    if stage == "ingest":
-        source = config.ingest.source if config.ingest.live is None else None
-        return source if source is not None and not source.exists() else None
-    artifact = {
-        "graph": lambda: config.graph_artifact,
-        "llm": lambda: config.llm_artifact,
-        "calibrate": lambda: config.calibrator_artifact,
-    }.get(stage)
-    if artifact is None:
-        return None
-    manifest = artifact() / ARTIFACT_MANIFEST
-    return None if manifest.is_file() else manifest
 
 
 @dataclass

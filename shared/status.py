@@ -6,8 +6,10 @@ stage come the files it keeps, read directly so they show even while the stage i
 ingest its journal (queries pending, in flight, failed and why, done; snapshots unsent), its
 quarantined export files and the rows it refused, by reason; for every stage its dead letters, by reason.
 
-Only the stages the config defines are shown, and the exit code (0 only when all are up) judges
-only those with a metrics port, the one thing that can say a stage is alive.
+Only the stages the config defines are shown. A stage that is down because what it starts from
+is missing (its artifact, or ingest's source) is ``not built``, with the missing file. The exit
+code, 0 only when all are up, judges the built stages with a metrics port (the one thing that
+can say a stage is alive); with no stage built it is 1, since nothing can be running.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,12 +29,15 @@ from shared.config import DEFAULT_CONFIG, Config, StageConfig, load_config
 from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
 from shared.protocol import DeadLetterWriter
+from shared.stage_inputs import missing_input
+
+NOT_BUILT = "not-built"
 
 
 @dataclass(frozen=True)
 class StageStatus:
     stage: str
-    state: str  # up | stale | down | no-metrics
+    state: str  # up | stale | down | no-metrics | not-built
     received: float = 0.0
     processed: float = 0.0
     rejected: float = 0.0
@@ -67,9 +73,19 @@ def classify(stage: str, cfg: StageConfig, text: str | None, now: float) -> Stag
     )
 
 
+def built(status: StageStatus, missing: Path | None) -> StageStatus:
+    """``status`` as ``not-built`` when the stage is down and what it starts from is missing: it
+    is not expected to run, so it is no failure."""
+    if missing is None or status.state != "down":
+        return status
+    return StageStatus(status.stage, NOT_BUILT)
+
+
 def healthy(rows: list[StageStatus]) -> bool:
-    """Every stage that can be judged (it has a metrics port) is up."""
-    return all(r.state == "up" for r in rows if r.state != "no-metrics")
+    """Some stage is built, and every built stage that can be judged (it has a metrics port) is
+    up."""
+    judged = [r for r in rows if r.state not in {"no-metrics", NOT_BUILT}]
+    return any(r.state != NOT_BUILT for r in rows) and all(r.state == "up" for r in judged)
 
 
 def journal_line(config: Config) -> str | None:
@@ -169,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config YAML")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    missing = {name: missing_input(config, name) for name in config.stages}
     rows = [
-        classify(name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time())
+        built(
+            classify(name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time()),
+            missing[name],
+        )
         for name, cfg in config.stages.items()
     ]
     print(
@@ -182,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.stage:<10} {r.state:<10} {r.received:>9.0f} {r.processed:>9.0f} "
             f"{r.rejected:>9.0f}  {age}"
         )
+        if r.state == NOT_BUILT:
+            print(f"  not built: {missing[r.stage]} is missing (make run builds it)")
         for line in details(config, r.stage):
             print(f"  {line}")
     return 0 if healthy(rows) else 1

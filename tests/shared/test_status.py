@@ -17,7 +17,7 @@ from shared.journal import Journal, WorkItem
 from shared.metrics import StageMetrics
 from shared.protocol import DeadLetterWriter
 from shared.protocol.errors import DtypeError, NonFiniteError
-from shared.status import classify, healthy
+from shared.status import built, classify, healthy
 
 
 def _text(metrics: StageMetrics) -> str:
@@ -41,6 +41,10 @@ def test_up_stale_down_and_counts():
     assert classify("graph", StageConfig(), None, now).state == "no-metrics"
     unjudged = classify("llm", StageConfig(), None, now)  # nothing can say it is alive
     assert healthy([up, unjudged]) and not healthy([up, classify("graph", cfg, None, now)])
+    unbuilt = built(classify("llm", cfg, None, now), Path("llm/manifest.json"))
+    assert unbuilt.state == "not-built" and healthy([up, unbuilt])
+    assert built(up, Path("llm/manifest.json")) == up  # it runs, so it is judged
+    assert not healthy([unbuilt])  # nothing is built, so nothing can be running
 
 
 def _free_port() -> int:
@@ -101,7 +105,11 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
         config.write_text(
             yaml.safe_dump({"name": "s", "paths": {"run_dir": str(run_dir)}, "stages": stages})
         )
-        both = _status(config)
+        unbuilt = _status(config)  # no graph artifact: not expected to run
+        manifest = run_dir / "artifacts" / "regcn" / "SIM" / "manifest.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text("{}")
+        both = _status(config)  # built, so down is a failure
     finally:
         server.shutdown()
     assert alone.returncode == 0, alone.stdout + alone.stderr  # ingest is up; nothing else runs
@@ -116,6 +124,10 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
         in alone.stdout
     )
     assert "graph" not in alone.stdout and "relay" not in alone.stdout
+    assert unbuilt.returncode == 0, unbuilt.stdout + unbuilt.stderr
+    (graph_row,) = [line for line in unbuilt.stdout.splitlines() if line.startswith("graph")]
+    assert graph_row.split()[1] == "not-built"
+    assert f"not built: {manifest} is missing" in unbuilt.stdout
     assert both.returncode == 1
     (graph_row,) = [line for line in both.stdout.splitlines() if line.startswith("graph")]
     assert graph_row.split()[1] == "down"
