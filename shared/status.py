@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.config import DEFAULT_CONFIG, Config, StageConfig, load_config
 from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
+from shared.live_state import LiveStateError, read_state, state_path
 from shared.protocol import DeadLetterWriter
 from shared.stage_inputs import missing_input
 
@@ -155,10 +156,46 @@ def dead_letter_line(config: Config, stage: str) -> str | None:
     return f"dead letters: {len(records)} ({_by_count(reasons)}) in {writer.path}"
 
 
+def live_line(config: Config, now: float | None = None) -> str | None:
+    """What the live poller last did (shared/live_state.py), or None when this config does not
+    poll and no poller left a state. Live and nothing recorded yet is said, since a poller that
+    never ends a poll (never started, or stuck) is exactly what this line is for."""
+    path = state_path(config)
+    try:
+        state = read_state(path)
+    except LiveStateError as exc:
+        return f"live: state unreadable ({exc})"
+    if state is None:
+        return None if config.ingest.live is None else f"live: no poll recorded yet ({path})"
+    now = time.time() if now is None else now
+
+    def ago(at: float | None) -> str:
+        if at is None:
+            return "never"
+        seconds = max(0.0, now - at)
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{int(seconds // size)}{unit} ago"
+        return f"{seconds:.0f}s ago"
+
+    outcome = {True: " (ok)", False: " (failed)", None: ""}[state.last_poll_ok]
+    file = f"{state.last_file} {ago(state.last_file_at)}" if state.last_file else "none"
+    error = f"{ago(state.last_error_at)}: {state.last_error}" if state.last_error else "none"
+    return (
+        f"live: {state.polls} poll(s), {state.failed_polls} failed, last poll "
+        f"{ago(state.last_poll_at)}{outcome}, last file {file}, last error {error}"
+    )
+
+
 def details(config: Config, stage: str) -> list[str]:
     """The lines shown under one stage's row."""
     found = (
-        [journal_line(config), quarantine_line(config), refused_rows_line(config)]
+        [
+            journal_line(config),
+            live_line(config),
+            quarantine_line(config),
+            refused_rows_line(config),
+        ]
         if stage == "ingest"
         else []
     )

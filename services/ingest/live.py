@@ -24,6 +24,14 @@ Guarantees, and why they hold:
   catches truncation and transport corruption, not a wrong-but-valid file. A 404 marks the slot
   ``missing`` (GDELT has a few unpublished slots); other failures are retried on later polls while
   the slot is inside the window.
+* **A stop is prompt.** ``stop`` (the event that ends :func:`run_live`) is also checked between
+  downloads, between retries (the backoff waits on it) and between the chunks of a body, so a
+  SIGTERM during a slow download or a backoff ends the poller within one socket read (at most
+  ``timeout_s`` when the server sends nothing at all), removing the temp file. A temp file left
+  by a process killed outright is removed when the next poller starts.
+* **Its state is visible.** :func:`run_live` hands a :class:`~shared.live_state.LiveState` (last
+  poll, last file, last error) to ``report`` after every poll; the ingest stage writes it where
+  ``geopol status`` reads it.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from urllib.parse import urlsplit
 
 from services.ingest.fetch_ledger import Check, FetchLedger
 from shared.atomic import fsync_dir
+from shared.live_state import LiveState
 from shared.log import get_logger
 
 log = get_logger(__name__)
@@ -65,10 +74,16 @@ _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _STAMP = "%Y%m%d%H%M%S"
 _CHUNK = 1 << 16
 _USER_AGENT = "geopol-ingest/0.1 (+live poller)"
+_PART = ".part"
+"""Suffix of a download in progress (``.<name>.<random>.part``); never an export suffix."""
 
 
 class LastUpdateError(ValueError):
     """``lastupdate.txt`` is not what GDELT publishes; the message names the offending line."""
+
+
+class Stopped(Exception):
+    """The poller's ``stop`` event was set in the middle of a poll; nothing half-done is kept."""
 
 
 class IntegrityError(Exception):
@@ -171,6 +186,8 @@ class LivePoller:
 
     ``retries`` is the number of extra attempts per file within one poll after a failed download
     or verification; attempt ``k`` (from 1) waits ``backoff_s * 2**(k-1)`` seconds first.
+    ``stop`` interrupts a poll (see "A stop is prompt" above); ``errors`` lists the downloads
+    that failed in the latest poll, one line each, for the state ``geopol status`` shows.
     """
 
     def __init__(
@@ -184,6 +201,7 @@ class LivePoller:
         backoff_s: float = 2.0,
         backfill: bool = False,
         backfill_window: int = 96,
+        stop: threading.Event | None = None,
     ) -> None:
         if retries < 0 or backoff_s < 0 or timeout_s <= 0 or backfill_window < 0:
             raise ValueError(
@@ -198,6 +216,9 @@ class LivePoller:
         self.backoff_s = backoff_s
         self.backfill = backfill
         self.backfill_window = backfill_window
+        self.stop = stop or threading.Event()
+        self.errors: list[str] = []
+        self._remove_partial_downloads()
 
     @property
     def lastupdate_url(self) -> str:
@@ -210,14 +231,19 @@ class LivePoller:
         """Fetch what is new since the ledger's state; returns the new files, oldest first.
 
         Network errors and a malformed ``lastupdate.txt`` propagate (``run_live`` logs them and
-        polls again later); failures of individual downloads are logged and retried next poll.
+        polls again later); failures of individual downloads are logged, listed in ``errors``
+        and retried next poll. Raises :class:`Stopped` once ``stop`` is set; the files fetched
+        before it are in the ledger (``pending`` returns them).
         """
+        self.errors = []
         current = export_entry(parse_lastupdate(self._read_lastupdate()))
         targets = self._gap_targets(current.name) if self.backfill else []
         if self.ledger.state(current.name) is None:
             targets.append(_Target(current.name, current.url, current))
         fetched = []
         for target in targets:
+            if self.stop.is_set():
+                raise Stopped(f"stopped before {target.name}")
             path = self._fetch(target)
             if path is not None:
                 fetched.append(path)
@@ -278,12 +304,14 @@ class LivePoller:
 
     def _fetch(self, target: _Target) -> Path | None:
         """Download with retries; the final path once verified and recorded, else None."""
+        failure = ""
         for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            if attempt and self.stop.wait(self.backoff_s * 2 ** (attempt - 1)):
+                raise Stopped(f"stopped while backing off from {target.name}")
             try:
                 done = self._download(target)
             except IntegrityError as exc:
+                failure = str(exc)
                 log.warning(
                     "download_rejected",
                     name=target.name,
@@ -296,9 +324,9 @@ class LivePoller:
                 if exc.code < 500:
                     self._client_error(target, exc.code)
                     return None
-                self._log_failure(target, attempt, exc)
+                failure = self._log_failure(target, attempt, exc)
             except NETWORK_ERRORS as exc:
-                self._log_failure(target, attempt, exc)
+                failure = self._log_failure(target, attempt, exc)
             else:
                 self.ledger.record_fetched(
                     target.name, target.url, size=done.size, md5=done.md5, check=done.check
@@ -306,6 +334,7 @@ class LivePoller:
                 log.info("download_done", name=target.name, bytes=done.size, check=done.check)
                 return done.path
         log.error("download_given_up", name=target.name, url=target.url, attempts=self.retries + 1)
+        self.errors.append(f"{target.name}: given up after {self.retries + 1} attempts: {failure}")
         return None
 
     def _client_error(self, target: _Target, code: int) -> None:
@@ -315,9 +344,11 @@ class LivePoller:
             log.warning("backfill_slot_missing", name=target.name, url=target.url)
         else:
             log.error("download_refused", name=target.name, url=target.url, status=code)
+            self.errors.append(f"{target.name}: refused with HTTP {code}")
 
     @staticmethod
-    def _log_failure(target: _Target, attempt: int, exc: BaseException) -> None:
+    def _log_failure(target: _Target, attempt: int, exc: BaseException) -> str:
+        """Log one failed attempt; returns it as one line."""
         log.warning(
             "download_failed",
             name=target.name,
@@ -325,18 +356,19 @@ class LivePoller:
             error_type=type(exc).__name__,
             error=str(exc),
         )
+        return f"{type(exc).__name__}: {exc}"
 
     def _download(self, target: _Target) -> _Download:
         """One attempt: stream to a temp file, verify, then rename it into place."""
         fd, tmp_name = tempfile.mkstemp(
-            dir=self.download_dir, prefix=f".{target.name}.", suffix=".part"
+            dir=self.download_dir, prefix=f".{target.name}.", suffix=_PART
         )
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, self._open(target.url) as response:
                 declared = response.headers.get("Content-Length")
                 limit = target.expected.size if target.expected else MAX_UNCHECKED_BYTES
-                size, md5 = _copy(response, out, limit)
+                size, md5 = _copy(response, out, limit, self.stop)
                 out.flush()
                 os.fsync(out.fileno())
             check = _verify(target, tmp, size, md5, declared)
@@ -352,13 +384,27 @@ class LivePoller:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
         return urllib.request.urlopen(request, timeout=self.timeout_s)
 
+    def _remove_partial_downloads(self) -> None:
+        """Delete temp files a killed process left (a stopped one removes its own)."""
+        for leftover in self.download_dir.glob(f".*{_PART}"):
+            leftover.unlink(missing_ok=True)
+            log.info("partial_download_removed", name=leftover.name)
 
-def _copy(source: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str]:
-    """Copy at most ``limit + 1`` bytes (enough to notice an oversize body); size and MD5."""
+
+def _copy(
+    source: http.client.HTTPResponse, out: BinaryIO, limit: int, stop: threading.Event
+) -> tuple[int, str]:
+    """Copy at most ``limit + 1`` bytes (enough to notice an oversize body); size and MD5.
+
+    ``read1`` returns what one socket read brings rather than waiting for a whole chunk, so
+    ``stop`` is looked at after every read even when the server sends slowly.
+    """
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     while size <= limit:
-        block = source.read(min(_CHUNK, limit + 1 - size))
+        if stop.is_set():
+            raise Stopped(f"stopped after {size} bytes")
+        block = source.read1(min(_CHUNK, limit + 1 - size))
         if not block:
             break
         digest.update(block)
@@ -394,25 +440,37 @@ def _check_zip(path: Path) -> None:
         raise IntegrityError("zip", "all member CRCs good", f"bad member {bad}")
 
 
+Report = Callable[[LiveState], None]
+"""Told the poller's state after every poll (the ingest stage writes it for ``geopol status``)."""
+
+
 def run_live(
     poller: LivePoller,
     ingest: Callable[[Path], object],
     *,
     interval_s: float = 60,
     stop: threading.Event,
+    report: Report | None = None,
+    state: LiveState | None = None,
 ) -> None:
-    """Poll and ingest until ``stop`` is set; network trouble is logged, never fatal.
+    """Poll and ingest until ``stop`` (or the poller's own ``stop``) is set; network trouble is
+    logged, never fatal.
 
-    Each round: ingest what a previous run left pending, poll, ingest the new files, then wait
-    for the rest of ``interval_s`` (or until ``stop``). A file whose ingest raises stays pending
-    and is tried again next round, so one bad file or a full disk does not stop the feed.
+    Each round: ingest what a previous run left pending, poll, ingest the new files, hand the
+    state (``state`` carried forward, a fresh one when None) to ``report``, then wait for the
+    rest of ``interval_s`` (or until ``stop``). A file whose ingest raises stays pending and is
+    tried again next round, so one bad file or a full disk does not stop the feed; neither does
+    a ``report`` that raises (it is logged).
     """
     log.info("live_started", url=poller.lastupdate_url, interval_s=interval_s)
-    while not stop.is_set():
+    state = state or LiveState(url=poller.lastupdate_url)
+    while not (stop.is_set() or poller.stop.is_set()):
         started = time.monotonic()
         _ingest_all(poller, ingest, poller.pending())
         try:
             new = poller.poll_once()
+        except Stopped:
+            break
         except (*NETWORK_ERRORS, LastUpdateError) as exc:
             log.warning(
                 "poll_failed",
@@ -420,10 +478,22 @@ def run_live(
                 error_type=type(exc).__name__,
                 error=str(exc),
             )
+            state = state.after_failed_poll(time.time(), f"{type(exc).__name__}: {exc}")
         else:
             _ingest_all(poller, ingest, new)
+            state = state.after_poll(time.time(), [p.name for p in new], poller.errors)
+        _report(report, state)
         stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
     log.info("live_stopped")
+
+
+def _report(report: Report | None, state: LiveState) -> None:
+    if report is None:
+        return
+    try:
+        report(state)
+    except Exception:  # a full disk must not stop the feed: the state is only for people
+        log.exception("live_report_failed")
 
 
 def _ingest_all(poller: LivePoller, ingest: Callable[[Path], object], paths: list[Path]) -> None:

@@ -22,6 +22,11 @@ brings for a closed step go to the quarantine with the reason ``step_closed``.
 
 Unreadable export files are quarantined (``file_quarantine``) and a full disk pauses reading
 for ``DISK_RETRY_S``; neither stops the stage, which keeps answering and re-sending meanwhile.
+
+With ``ingest.live`` set, ``main`` starts the live poller (services/ingest/live.py) in a thread
+beside the loop, and stops it when the loop ends (SIGTERM): the poller is interrupted, joined
+for at most ``LIVE_STOP_S`` and its state (last poll, file, error) is in ``RUN_DIR/live/`` for
+``geopol status`` (services/ingest/live_report.py).
 """
 
 from __future__ import annotations
@@ -35,16 +40,19 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from prometheus_client import CollectorRegistry
 
 from services.ingest.export_ingest import ingest_unless_quarantined
 from services.ingest.gdelt_reader import source_files
 from services.ingest.live import LivePoller, run_live
+from services.ingest.live_report import LiveReporter
 from services.ingest.mapping import MappingConfig
 from services.ingest.work import steps_to_close
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import DiskFloorError, EventStore
 from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
+from shared.live_state import state_path
 from shared.log import configure_logging, get_logger
 from shared.protocol import Limits, Message, MessageType
 from shared.runtime import Route, StageRuntime
@@ -55,6 +63,11 @@ log = get_logger(__name__)
 OUT = "queries"
 DISK_RETRY_S = 60.0
 """How long ingest waits before reading files again after the store refused a write."""
+LIVE_STOP_S = 5.0
+"""How long ``close`` waits for the poller thread: a stopped poller ends after its current
+socket read, which a server that sends nothing holds for the socket timeout (30 s). Past this
+the thread (a daemon) dies with the process and its temp file is removed at the next start;
+well inside the grace ``geopol pipeline`` gives a stage before SIGKILL (shared/pipeline.py)."""
 
 Send = Callable[[Message], bool]
 """Hand one message to the socket now: True when it left, False when no peer takes it now.
@@ -101,16 +114,19 @@ class IngestStage:
         self._read_after = 0.0
         self._source = config.download_dir if self.settings.live else self.settings.source
         self._stop_live = threading.Event()
+        self._live_thread: threading.Thread | None = None
         # GDELT 2.0 files are 15 minutes each: with 15-minute steps a file closes its step.
         self._close_latest = (
             self.mapping.time_field == "dateadded" and self.mapping.step_minutes == 15
         )
 
-    def start_live(self) -> threading.Thread | None:
+    def start_live(self, registry: CollectorRegistry | None = None) -> threading.Thread | None:
         """Download new GDELT 2.0 exports in the background into the folder ``tick`` reads.
 
         Downloading is slow and may wait on retries, so it runs beside the loop; the store's
-        content hashes make the hand-over idempotent, and the folder survives a crash.
+        content hashes make the hand-over idempotent, and the folder survives a crash. After
+        every poll its state goes to ``RUN_DIR/live/DATASET.json`` and, given the stage's
+        ``registry``, to gauges on its metrics endpoint. None when ``ingest.live`` is not set.
         """
         live = self.settings.live
         if live is None:
@@ -120,20 +136,33 @@ class IngestStage:
             self.config.download_dir,
             self.config.fetch_ledger_path,
             backfill=live.backfill,
+            stop=self._stop_live,
         )
+        reporter = LiveReporter(state_path(self.config), registry)
         thread = threading.Thread(
             target=run_live,
             args=(poller, lambda _path: None),
-            kwargs={"interval_s": live.interval_s, "stop": self._stop_live},
+            kwargs={
+                "interval_s": live.interval_s,
+                "stop": self._stop_live,
+                "report": reporter.report,
+                "state": reporter.previous(poller.lastupdate_url),
+            },
             name="live-poller",
             daemon=True,
         )
         thread.start()
+        self._live_thread = thread
         return thread
 
     def close(self) -> None:
-        """Stop the live poller (if any) and close the journal."""
+        """Stop the live poller (if any), wait for it, and close the journal."""
         self._stop_live.set()
+        thread = self._live_thread
+        if thread is not None:
+            thread.join(LIVE_STOP_S)
+            if thread.is_alive():
+                log.warning("live_stop_timeout", waited_s=LIVE_STOP_S)
         self.journal.close()
 
     def handle(self, _socket: str, message: Message) -> list[Route]:
@@ -280,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     accepts = {"done": frozenset({MessageType.DONE})}
     runtime = StageRuntime("ingest", config, stage.handle, tick=stage.tick, accepts=accepts)
-    stage.start_live()
+    stage.start_live(runtime.metrics.registry)
     try:
         return runtime.run()
     finally:

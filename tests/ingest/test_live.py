@@ -6,14 +6,13 @@ import hashlib
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from gdelt_http import FakeGdelt
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from services.ingest.export_ingest import ingest_file
@@ -23,15 +22,17 @@ from services.ingest.live import (
     LastUpdateError,
     LivePoller,
     RemoteFile,
+    Stopped,
     parse_lastupdate,
     run_live,
 )
+from services.ingest.live_report import LiveReporter
 from services.ingest.mapping import MappingConfig
 from services.ingest.simulator import WorldParams, simulate
 from shared.event_store import EventStore
+from shared.live_state import LiveState, read_state
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
-PREFIX = "/gdeltv2"
 SIM_MAPPING = MappingConfig(relation_level="root", time_field="dateadded", step_minutes=15)
 
 
@@ -41,69 +42,6 @@ def exports(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("sim")
     simulate(out, WorldParams(seed=5, events_per_step=15), steps=3, start=START, zipped=True)
     return sorted(out.glob("*.export.CSV.zip"))
-
-
-@dataclass
-class FakeGdelt:
-    """What the local server serves: ``files`` by path, ``once`` queued ahead of them.
-
-    A queued entry is a body (bytes) or an HTTP status (int) served to exactly one request.
-    """
-
-    url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    once: dict[str, list[bytes | int]] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-
-    def publish(self, *paths: Path) -> None:
-        """Serve ``paths`` and point lastupdate.txt's export line at the last one."""
-        for path in paths:
-            self.files[self.path_of(path)] = path.read_bytes()
-        self.files[self.path_of(LASTUPDATE)] = lastupdate_text(self.url, paths[-1]).encode()
-
-    def path_of(self, file: Path | str) -> str:
-        """The request path of a file under the base URL."""
-        return f"{PREFIX}/{Path(file).name}"
-
-    def respond(self, path: str) -> tuple[int, bytes]:
-        self.hits[path] += 1
-        queued = self.once.get(path)
-        item: bytes | int = queued.pop(0) if queued else self.files.get(path, 404)
-        return (item, b"") if isinstance(item, int) else (200, item)
-
-
-def lastupdate_text(base: str, export: Path) -> str:
-    body = export.read_bytes()
-    stamp = export.name.split(".")[0]
-    return (
-        f"{len(body)} {hashlib.md5(body).hexdigest()} {base}/{export.name}\n"
-        f"1234 {'a' * 32} {base}/{stamp}.mentions.CSV.zip\n"
-        f"5678 {'b' * 32} {base}/{stamp}.gkg.csv.zip\n"
-    )
-
-
-@pytest.fixture
-def gdelt() -> Iterator[FakeGdelt]:
-    holder: list[FakeGdelt] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, body = holder[0].respond(self.path)
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            """Keep the test output quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(FakeGdelt(url=f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"))
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield holder[0]
-    server.shutdown()
-    server.server_close()
 
 
 def make_poller(base: str, tmp_path: Path, **kwargs: object) -> LivePoller:
@@ -248,6 +186,154 @@ def test_mark_ingested_of_an_unknown_file_is_an_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- gaps
+
+
+def test_partial_download_left_by_a_killed_process_is_removed_at_start(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    left = downloads / ".20240101000000.export.CSV.zip.abc123.part"
+    left.write_bytes(b"half a zip")
+    kept = downloads / "20240101000000.export.CSV.zip"
+    kept.write_bytes(b"verified earlier")
+    make_poller("http://127.0.0.1:9", tmp_path)
+    assert sorted(p.name for p in downloads.iterdir()) == [kept.name]
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def start_slow_download(gdelt: FakeGdelt, tmp_path: Path) -> tuple[Path, LivePoller]:
+    """Publish a body the server trickles for minutes; a poller that fetches it."""
+    slow = tmp_path / "slow" / "20240101001500.export.CSV.zip"
+    slow.parent.mkdir()
+    slow.write_bytes(bytes(range(256)) * 64)  # 16 KiB: over 50 s at the trickle rate
+    gdelt.publish(slow)
+    gdelt.slow.add(gdelt.path_of(slow))
+    return slow, make_poller(gdelt.url, tmp_path, stop=threading.Event())
+
+
+def test_stop_interrupts_a_slow_download_and_leaves_no_temp_file(gdelt, tmp_path):
+    """A SIGTERM must not wait for a download a slow server stretches over minutes."""
+    slow, poller = start_slow_download(gdelt, tmp_path)
+    outcome: list[BaseException | None] = []
+
+    def poll() -> None:
+        try:
+            poller.poll_once()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    assert gdelt.wait_for_hit(gdelt.path_of(slow), timeout_s=10)
+    time.sleep(0.2)  # well inside the body
+    stopped_at = time.monotonic()
+    poller.stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped_at < 1.0
+    assert len(outcome) == 1 and isinstance(outcome[0], Stopped)
+    assert list((tmp_path / "downloads").iterdir()) == []
+    assert poller.ledger.state(slow.name) is None  # fetched next time, not lost
+
+
+def test_stop_interrupts_the_backoff_between_retries(gdelt, exports, tmp_path):
+    gdelt.publish(exports[0])
+    gdelt.once[gdelt.path_of(exports[0])] = [503] * 5
+    stop = threading.Event()
+    poller = make_poller(gdelt.url, tmp_path, retries=3, backoff_s=30, stop=stop)
+    thread = threading.Thread(
+        target=run_live, args=(poller, lambda _p: None), kwargs={"stop": stop}
+    )
+    thread.start()
+    assert gdelt.wait_for_hit(gdelt.path_of(exports[0]), timeout_s=10)
+    time.sleep(0.1)  # in the first 30 s backoff now
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert gdelt.hits[gdelt.path_of(exports[0])] == 1
+
+
+# --------------------------------------------------------------------------- state
+
+
+def test_run_live_reports_polls_files_and_errors_and_carries_them_forward(gdelt, exports, tmp_path):
+    gdelt.publish(exports[0])
+    poller = make_poller(gdelt.url, tmp_path, retries=0)
+    stop = threading.Event()
+    reports: list[LiveState] = []
+
+    def between() -> None:  # poll 2: the export is corrupt; poll 3: lastupdate is gone
+        if len(reports) == 0:
+            gdelt.publish(exports[0], exports[1])
+            gdelt.once[gdelt.path_of(exports[1])] = [b"x"]
+        else:
+            gdelt.once[gdelt.path_of(LASTUPDATE)] = [404]
+
+    stop_after_polls(poller, stop, polls=3, between=between)
+    run_live(poller, lambda _p: None, interval_s=0, stop=stop, report=reports.append)
+
+    assert [r.polls for r in reports] == [1, 2, 3]
+    assert [r.last_poll_ok for r in reports] == [True, True, False]
+    assert [r.failed_polls for r in reports] == [0, 0, 1]
+    assert {r.last_file for r in reports} == {exports[0].name}  # the corrupt one never arrived
+    assert reports[0].last_error is None
+    assert reports[1].last_error is not None
+    assert reports[1].last_error.startswith(f"{exports[1].name}: given up after 1 attempts")
+    assert "size mismatch" in reports[1].last_error
+    assert reports[2].last_error.startswith("HTTPError: HTTP Error 404")
+    assert reports[0].last_poll_at <= reports[1].last_poll_at <= reports[2].last_poll_at
+    assert all(r.url == poller.lastupdate_url for r in reports)
+
+    stop = threading.Event()
+    stop_after_polls(poller, stop, polls=1)
+    later: list[LiveState] = []
+    run_live(
+        poller, lambda _p: None, interval_s=0, stop=stop, report=later.append, state=reports[-1]
+    )
+    assert (later[0].polls, later[0].failed_polls) == (4, 1)  # counted on from the last state
+    assert later[0].last_file == exports[1].name  # it is served whole now
+    assert later[0].last_error == reports[2].last_error  # kept, so a person still sees it
+
+
+def test_a_failing_report_does_not_stop_the_feed(gdelt, exports, tmp_path):
+    gdelt.publish(exports[0])
+    poller = make_poller(gdelt.url, tmp_path)
+    stop = threading.Event()
+    stop_after_polls(poller, stop, polls=2)
+
+    def full_disk(_state: LiveState) -> None:
+        raise OSError(28, "No space left on device")
+
+    with capture_logs() as logs:
+        run_live(poller, lambda _p: None, interval_s=0, stop=stop, report=full_disk)
+    assert [e["event"] for e in logs].count("live_report_failed") == 2
+    assert poller.ledger.state(exports[0].name) == "ingested"
+
+
+def test_reporter_writes_the_state_sets_gauges_and_resumes_from_the_file(tmp_path):
+    path = tmp_path / "live" / "LIVE.json"
+    registry = CollectorRegistry()
+    reporter = LiveReporter(path, registry)
+    fresh = reporter.previous("http://a/lastupdate.txt")
+    assert fresh == LiveState(url="http://a/lastupdate.txt")
+    state = fresh.after_poll(1_000.0, ["20240101000000.export.CSV.zip"], [])
+    state = state.after_failed_poll(1_060.0, "URLError: refused")
+    reporter.report(state)
+    assert read_state(path) == state
+
+    def gauge(name: str) -> float | None:
+        return registry.get_sample_value(f"geopol_live_{name}", {"stage": "ingest"})
+
+    assert gauge("polls") == 2 and gauge("failed_polls") == 1
+    assert gauge("last_poll_timestamp_seconds") == 1_060.0
+    assert gauge("last_file_timestamp_seconds") == 1_000.0
+    assert gauge("last_error_timestamp_seconds") == 1_060.0
+    moved = LiveReporter(path).previous("http://b/lastupdate.txt")  # base_url changed
+    assert moved.polls == 2 and moved.url == "http://b/lastupdate.txt"
+    path.write_text("{not json")
+    assert LiveReporter(path).previous("http://a/lastupdate.txt").polls == 0
 
 
 def test_gap_is_skipped_without_backfill(gdelt, exports, tmp_path):
@@ -424,8 +510,9 @@ def test_ingest_stage_downloads_live_exports_and_closes_their_steps(gdelt, expor
         snapshots = [m for m in sent if m.type == MessageType.SNAPSHOT]
         time.sleep(0.05)
     stage.close()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+    assert not thread.is_alive()  # close waited for it
     assert len(snapshots) == 1 and snapshots[0].frames[0].shape[0] > 0
     assert (config.download_dir / exports[0].name).exists()
     assert stage.store.scan().height == snapshots[0].frames[0].shape[0]
+    state = read_state(config.paths.run_dir / "live" / "LIVE.json")
+    assert state is not None and state.last_file == exports[0].name and state.polls >= 1
