@@ -9,7 +9,7 @@ STAGE ?=
 # everything the pipeline writes; set GEOPOL_RUN_DIR (which the geopol commands read too) to move it
 RUN_DIR ?= $(or $(GEOPOL_RUN_DIR),var)
 
-.PHONY: help setup run test fuzz lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
+.PHONY: help setup run test fuzz chaos lint bench bench-transport bench-ingest dataset pipeline-up pipeline-down restart \
         status watch train eval eval-baselines eval-llm eval-calibrate eval-sim
 
 help:  ## list the targets
@@ -53,6 +53,9 @@ FUZZ_TESTS ?= tests/shared/test_codec_properties.py tests/ingest/test_gdelt_read
 
 fuzz:  ## long property tests of the frame decoder and GDELT reader; failures kept in tests/fuzz_corpus
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)
+
+chaos:  ## the long chaos run: 12 SIGKILLs over >= 500 queries of the tiny pipeline; ends with lost=N duplicated=N pending=N
+	$(PY) tests/ops/chaos.py
 
 lint:  ## static checks
 	$(VENV)/bin/ruff check services shared tests

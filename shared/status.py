@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = {name: missing_input(config, name) for name in config.stages}
     rows = [
         built(
-            classify(name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time()),
+            classify(
+                name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time()
+            ),
             missing[name],
         )
         for name, cfg in config.stages.items()
