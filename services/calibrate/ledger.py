@@ -162,9 +162,14 @@ class Ledger:
     def record_scorecard(self, step: int, build: Callable[[int], bytes]) -> int | None:
         """Mark the step's forecasts resolved and store its scorecard under the next scorecard
         sequence number (scorecards count apart from forecasts), in one transaction; None when
-        the step was resolved before."""
+        the step was resolved before.
+
+        A forecast that arrives for a step already scored (a late answer to a backlog) is marked
+        resolved too, without a second card: one step has one published card, and left
+        unresolved it would be scored again and thrown away on every tick."""
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM scorecards WHERE step = ?", (step,)).fetchone():
+                db.execute("UPDATE forecasts SET resolved = 1 WHERE step = ?", (step,))
                 return None
             row = db.execute("SELECT MAX(seq) FROM scorecards").fetchone()
             seq = int(row[0] or 0) + 1

@@ -251,3 +251,22 @@ def test_a_forecast_is_compared_with_the_simulated_worlds_exact_distribution(
     assert distribution(tmp_path, t, 15, "USA", "05") == {}
     assert distribution(tmp_path, t + 1, 15, "USA", "04") is None  # no file for that slot
     assert distribution(tmp_path, t, 1440, "USA", "04") is None  # steps are not slots
+
+
+def test_a_forecast_late_for_a_scored_step_is_resolved_without_a_second_card(
+    tmp_path: Path,
+) -> None:
+    """A backlog answer for a step whose card was published: it must not be scored again on
+    every tick (it was, at a third of a core on an idle stage)."""
+    store = _store(tmp_path)
+    a, b, c, d = (int(i) for i in store.entities.ids(["A", "B", "C", "D"]))
+    meet = int(store.relations.ids(["meet"])[0])
+    sent: list = []
+    stage = stage_with(tmp_path, sent, store, k=3)
+    stage.handle("scores", scores_message(a, meet, 3, [b, c, d], llm=np.array([3.0, 1.0, 0.0])))
+    (card,) = stage.resolve_final_steps()
+    stage.handle("scores", scores_message(b, meet, 3, [a, c, d], llm=np.array([1.0, 0.0, 0.0])))
+    assert stage.ledger.unresolved_steps() == [3]
+    assert stage.resolve_final_steps() == []  # no second card for step 3
+    assert stage.ledger.unresolved_steps() == []  # and nothing left to score on later ticks
+    assert [row[1] for row in stage.ledger.scorecards(5)] == [3]
