@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tiny_pipeline import (
     GEOPOL,
     REPO,
@@ -54,6 +55,7 @@ class ChaosResult:
     forecasts_per_s: float | None
     peak_rss_mb: dict[str, float]
     kills_with_work_in_flight: int
+    latency_ms: list[float]  # step close to the subscriber, for the quiet steps' queries
     log: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -102,6 +104,13 @@ def journal_states(pipe: TinyPipeline) -> dict[str, str]:
         return {}
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
         return dict(db.execute("SELECT id, state FROM items").fetchall())
+
+
+def journal_created(pipe: TinyPipeline) -> dict[str, float]:
+    """When each query was journaled: when ingest closed the step before it (wall clock)."""
+    path = pipe.run_dir / "journal" / "SIM.sqlite"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        return dict(db.execute("SELECT id, created FROM items").fetchall())
 
 
 def closed_steps(pipe: TinyPipeline) -> int:
@@ -154,12 +163,16 @@ def run_chaos(
     plan: list[tuple[float, str]] = LONG_PLAN,
     held_down: str = "graph",
     settle_s: float = 240.0,
+    quiet_slots: int = 2,
 ) -> ChaosResult:
     """Start the pipeline, stream, kill as planned (``(share of queries done, stage)``, in
     order; the first kill of ``held_down`` keeps it down past the re-send timeout instead), and
-    count. Leaves the pipeline stopped."""
+    count. The last ``quiet_slots`` exports come after everything else is done, one at a time
+    with nothing killed: the latency from their step's close to the subscriber is measured on
+    them. Leaves the pipeline stopped."""
     log: list[str] = []
     later = pipe.later_exports()
+    quiet, later = later[len(later) - quiet_slots :], later[: len(later) - quiet_slots]
     started = time.time()
     watcher = Watcher(pipe)
     frozen = Watcher(pipe)
@@ -225,6 +238,16 @@ def run_chaos(
             "every query done",
             poll_s=0.5,
         )
+        before_quiet = set(journal_states(pipe))
+        for export in quiet:  # one step at a time, nothing killed: the latency of a step
+            closed = closed_steps(pipe)
+            pipe.deliver(export)
+            wait_for(lambda c=closed: closed_steps(pipe) > c, 60, "a quiet step closed")
+            wait_for(
+                lambda: all(s == "done" for s in journal_states(pipe).values()),
+                settle_s,
+                "the quiet step's queries done",
+            )
         wanted = set(journal_states(pipe))
         wait_for(lambda: wanted <= {i for i, _ in watcher.seen}, 60, "every forecast watched")
         sample_rss()
@@ -241,6 +264,9 @@ def run_chaos(
         if len(before_kill) > 1 and before_kill[-1] > before_kill[0]
         else None
     )
+    created = journal_created(pipe)
+    arrived = {i: t for i, t in reversed(watcher.seen)}  # the first arrival of each
+    latencies = [1000 * (arrived[i] - created[i]) for i in set(states) - before_quiet]
     return ChaosResult(
         queries=len(states),
         kills=kills,
@@ -251,6 +277,7 @@ def run_chaos(
         forecasts_per_s=rate,
         peak_rss_mb=rss,
         kills_with_work_in_flight=in_flight_kills,
+        latency_ms=latencies,
         log=log,
     )
 
@@ -258,7 +285,7 @@ def run_chaos(
 def main() -> int:
     """The long run (make chaos): >= 500 queries, 3 kills per stage; numbers into bench.json."""
     with tempfile.TemporaryDirectory(prefix="geopol-chaos-") as tmp:
-        pipe = write_tiny_pipeline(Path(tmp), queries_per_step=24)
+        pipe = write_tiny_pipeline(Path(tmp), built_slots=22, queries_per_step=24)
         built = pipe.geopol("pipeline", "bootstrap", timeout=1800)
         if built.returncode != 0:
             print(built.stdout + built.stderr, file=sys.stderr)
@@ -278,6 +305,9 @@ def main() -> int:
         **report.load(reports / "bench.json").get("pipeline", {}),
         "first_forecast_s": _round(result.first_forecast_s),
         "forecasts_per_s": _round(result.forecasts_per_s),
+        "latency_ms_p50": _round(float(np.percentile(result.latency_ms, 50))),
+        "latency_ms_p95": _round(float(np.percentile(result.latency_ms, 95))),
+        "latency_queries": len(result.latency_ms),
         "peak_rss_mb": {k: round(v, 1) for k, v in result.peak_rss_mb.items()},
         "chaos": chaos,
     }
@@ -288,12 +318,16 @@ def main() -> int:
         "tiny LLM). Every stage SIGKILLed at about 20/50/80 % of the queries done, the graph "
         f"once held down past the re-send timeout; CPU: {host['cpu']}, {host['cores']} cores."
         "\n\n| queries | kills | lost | duplicated | pending | first forecast s | "
-        "forecasts/s |\n|---|---|---|---|---|---|---|\n"
+        "forecasts/s | latency p50 / p95 ms |\n|---|---|---|---|---|---|---|---|\n"
         f"| {result.queries} | {result.kills} | {result.lost} | {result.duplicated} | "
-        f"{result.pending} | {values['first_forecast_s']} | {values['forecasts_per_s']} |"
+        f"{result.pending} | {values['first_forecast_s']} | {values['forecasts_per_s']} | "
+        f"{values['latency_ms_p50']} / {values['latency_ms_p95']} |"
     )
     report.write_section("pipeline", values, markdown, reports)
-    print(f"queries={result.queries} kills={result.kills}")
+    print(
+        f"queries={result.queries} kills={result.kills} latency p50 {values['latency_ms_p50']} "
+        f"ms p95 {values['latency_ms_p95']} ms ({len(result.latency_ms)} quiet queries)"
+    )
     print(result.line())
     return 0 if result.lost == result.duplicated == result.pending == 0 else 1
 

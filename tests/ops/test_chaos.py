@@ -23,3 +23,4 @@ def test_every_stage_killed_once_loses_nothing_and_publishes_nothing_twice(
     assert (result.lost, result.duplicated, result.pending) == (0, 0, 0), result.log
     assert result.queries >= 200  # the backlog of 28 steps plus the 12 delivered ones
     assert set(result.peak_rss_mb) == {"ingest", "graph", "llm", "calibrate"}
+    assert len(result.latency_ms) >= 8 and min(result.latency_ms) > 0  # two quiet steps' queries
