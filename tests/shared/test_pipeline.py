@@ -80,8 +80,11 @@ class Pipeline:
         }
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``geopol pipeline ARGS``; ``up`` with --no-bootstrap, since these configs leave the
+        graph unbuilt on purpose (tests/ops/test_bootstrap.py tests the bootstrap)."""
+        extra = ["--no-bootstrap"] if args[:1] == ("up",) else []
         return subprocess.run(
-            [*GEOPOL, "pipeline", *args, "--config", str(self.config)],
+            [*GEOPOL, "pipeline", *args, *extra, "--config", str(self.config)],
             capture_output=True,
             text=True,
             timeout=90,

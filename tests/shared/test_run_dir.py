@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from shared.bootstrap import plan
 from shared.config import CONFIG_DIR, REPO_ROOT, TEAM_DATA_DIR, load_config
 
 
@@ -47,12 +48,16 @@ def make_dry_run(target: str, **env: str) -> str:
 
 def test_the_makefile_writes_under_geopol_run_dir(tmp_path: Path) -> None:
     run = str(tmp_path / "run")
-    for target in ("run", "eval", "dataset", "eval-sim"):
+    for target in ("eval", "dataset", "eval-sim"):
         moved = make_dry_run(target, GEOPOL_RUN_DIR=run)
         assert " var/" not in moved, f"make {target} still writes under var/:\n{moved}"
         assert run in moved
-    assert f"--out {run}/simulate" in make_dry_run("run", GEOPOL_RUN_DIR=run)
     assert f"--out {run}/datasets/GDELT-GEORGIA" in make_dry_run("eval", GEOPOL_RUN_DIR=run)
-    default = make_dry_run("run")
-    assert "--out var/simulate" in default and "--artifact var/artifacts/regcn/SIM" in default
     assert "--out var/datasets/GDELT-GEORGIA" in make_dry_run("eval")
+    # make run is `geopol pipeline bootstrap`, whose paths come from the config as loaded
+    assert "pipeline bootstrap --config" in make_dry_run("run", GEOPOL_RUN_DIR=run)
+    config = load_config(CONFIG_DIR / "default.yaml", env={"GEOPOL_RUN_DIR": run})
+    for step in plan(config, CONFIG_DIR / "default.yaml"):
+        assert step.output.is_relative_to(run), (step.name, step.output)
+    default = plan(load_config(CONFIG_DIR / "default.yaml", env={}), CONFIG_DIR / "default.yaml")
+    assert default[0].output == Path("var/simulate")
