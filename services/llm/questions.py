@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from shared.calendar import step_date
 
 from services.llm.prompt import LETTERS, QuestionText, format_date
+from shared.calendar import step_date
 from shared.embedding_export import ExportedSplit
 
 
