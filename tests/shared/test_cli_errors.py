@@ -232,7 +232,9 @@ class PanicException(BaseException):
     polars' native code is calling back into Python."""
 
 
-def test_an_interrupt_inside_native_code_still_exits_130(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_interrupt_inside_native_code_still_exits_130(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     def interrupted_in_rust(argv: list[str]) -> int:
         raise PanicException("Failed to access NumPy array API capsule: KeyboardInterrupt()")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.protocol import Limits, MessageType, decode, encode, new_message
-from shared.protocol.errors import ShapeLimitError
+from shared.protocol.errors import NonFiniteError, ShapeLimitError
 
 finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
@@ -110,3 +110,23 @@ def test_a_dimension_no_message_can_fill_is_refused_even_next_to_a_zero():
         decode(_one_frame([0, 2**40], 0), Limits(max_message_bytes=4096))
     empty = decode(_one_frame([0, 1024], 0), Limits(max_message_bytes=4096)).frames[0]
     assert empty.shape == (0, 1024)
+
+
+@pytest.mark.parametrize(
+    "values, finite",
+    [
+        ([3e38, 3e38, -1.0], True),  # finite values whose float32 sum overflows: still finite
+        ([1.0, np.inf, -np.inf], False),  # +inf and -inf cancel into NaN, not into a number
+        ([-3e38, -3e38, np.nan], False),  # a NaN behind an overflowing sum
+        ([0.0] * 7 + [np.inf], False),
+    ],
+)
+def test_the_finiteness_check_is_exact_where_a_sum_alone_would_mislead(values, finite):
+    frame = np.array(values, dtype=np.float32)
+    parts = encode(new_message(MessageType.SCORES, "q", [np.zeros(len(values), np.float32)]))
+    parts = [parts[0], frame.tobytes()]
+    if finite:
+        np.testing.assert_array_equal(decode(parts).frames[0], frame)
+    else:
+        with pytest.raises(NonFiniteError, match="frame 0 holds 1 non-finite|frame 0 holds 2"):
+            decode(parts)

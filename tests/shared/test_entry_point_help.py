@@ -4,6 +4,7 @@ the rest by name."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,28 @@ def test_serve_help_exits_0_and_a_stage_s_help_is_the_stage_s(tmp_path: Path) ->
     assert stage.returncode == 0 and "--config" in stage.stdout
     wrong = geopol("serve", "nosuch", cwd=tmp_path)
     assert wrong.returncode == 2 and "invalid choice: 'nosuch'" in wrong.stderr
+
+
+def test_bench_transport_writes_throughput_and_cpu_cost_per_message(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    done = geopol(
+        "bench",
+        "transport",
+        "--megabytes",
+        "8",
+        "--rounds",
+        "1",
+        "--reports",
+        str(reports),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cpu ratio" in done.stdout and str(reports / "bench.json") in done.stdout
+    transport = json.loads((reports / "bench.json").read_text())["transport"]
+    assert set(transport) == {"45KB", "4MB"}
+    for row in transport.values():
+        assert row["ours_gbps"] > 0 and row["raw_gbps"] > 0
+        assert row["ours_cpu_ms"] > 0 and row["raw_cpu_ms"] > 0
+        assert row["cpu_ratio"] == pytest.approx(row["raw_cpu_ms"] / row["ours_cpu_ms"], abs=2e-3)
+    assert "cpu ratio" in (reports / "bench.md").read_text()
+    assert (reports / "transport.png").stat().st_size > 0
