@@ -55,7 +55,7 @@ fuzz:  ## long property tests of the frame decoder and GDELT reader; failures ke
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)
 
 chaos:  ## the long chaos run: 12 SIGKILLs over >= 500 queries of the tiny pipeline; ends with lost=N duplicated=N pending=N
-	$(PY) tests/ops/chaos.py
+	$(PY) tests/ops/chaos.py $(CHAOS_ARGS)
 
 lint:  ## static checks
 	$(VENV)/bin/ruff check services shared tests

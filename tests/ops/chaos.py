@@ -10,11 +10,14 @@ run, which must not stall anyone. The result: ``lost`` (journaled, never receive
 subscriber), ``duplicated`` (received more than once), ``pending`` (not done in the journal).
 
 ``python tests/ops/chaos.py`` (``make chaos``) is the long run: 3 kills per stage over >= 500
-queries, its numbers into reports/bench.json ``pipeline``; tests/ops/test_chaos.py the short one.
+queries, its numbers into reports/bench.json ``pipeline``. ``--fast`` kills each stage once, and
+``--pipeline DIR`` runs on a tiny pipeline already bootstrapped there: tests/ops/test_chaos.py
+runs ``make chaos`` so on the one the test session built.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -156,6 +159,8 @@ EXPORTS_PER_KILL = 2
 """Exports delivered just before each kill, so the stage dies with their queries in flight."""
 LONG_PLAN = [(point, stage) for point in (0.2, 0.5, 0.8) for stage in STAGES]
 """Every stage killed at about 20, 50 and 80 % of the queries done: 12 kills."""
+FAST_PLAN = [(0.2, "ingest"), (0.4, "graph"), (0.6, "llm"), (0.8, "calibrate")]
+"""Every stage killed once (CI)."""
 
 
 def run_chaos(
@@ -282,18 +287,48 @@ def run_chaos(
     )
 
 
-def main() -> int:
-    """The long run (make chaos): >= 500 queries, 3 kills per stage; numbers into bench.json."""
-    with tempfile.TemporaryDirectory(prefix="geopol-chaos-") as tmp:
-        pipe = write_tiny_pipeline(Path(tmp), built_slots=22, queries_per_step=24)
-        built = pipe.geopol("pipeline", "bootstrap", timeout=1800)
-        if built.returncode != 0:
-            print(built.stdout + built.stderr, file=sys.stderr)
-            return 1
-        result = run_chaos(pipe)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="make chaos",
+        description="Stream queries through the tiny pipeline's four real stage processes, "
+        "SIGKILL each stage in turn, and count what a subscriber received: ends with "
+        "lost=N duplicated=N pending=N (exit 1 unless all are 0); numbers into bench.json.",
+    )
+    parser.add_argument(
+        "--fast", action="store_true", help="kill each stage once instead of three times"
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        help="a tiny pipeline already written and bootstrapped there (default: build a larger "
+        "one, >= 500 queries, in a temporary folder)",
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=REPO / report.REPORTS_DIR,
+        help="folder of bench.json and bench.md (default: reports/)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The chaos run as ``make chaos`` runs it; numbers into bench.json ``pipeline``."""
+    args = _parser().parse_args(argv)
+    plan = FAST_PLAN if args.fast else LONG_PLAN
+    if args.pipeline is not None:
+        result = run_chaos(TinyPipeline.load(args.pipeline), plan=plan)
+    else:
+        with tempfile.TemporaryDirectory(prefix="geopol-chaos-") as tmp:
+            pipe = write_tiny_pipeline(Path(tmp), built_slots=22, queries_per_step=24)
+            built = pipe.geopol("pipeline", "bootstrap", timeout=1800)
+            if built.returncode != 0:
+                print(built.stdout + built.stderr, file=sys.stderr)
+                return 1
+            result = run_chaos(pipe, plan=plan)
     for line in result.log:
         print(line)
-    reports = REPO / report.REPORTS_DIR
+    reports = args.reports
     chaos = {
         "queries": result.queries,
         "kills": result.kills,
@@ -325,7 +360,8 @@ def main() -> int:
     )
     report.write_section("pipeline", values, markdown, reports)
     print(
-        f"queries={result.queries} kills={result.kills} latency p50 {values['latency_ms_p50']} "
+        f"queries={result.queries} kills={result.kills} "
+        f"kills_with_work_in_flight={result.kills_with_work_in_flight} latency p50 {values['latency_ms_p50']} "
         f"ms p95 {values['latency_ms_p95']} ms ({len(result.latency_ms)} quiet queries)"
     )
     print(result.line())

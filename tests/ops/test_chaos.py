@@ -1,5 +1,6 @@
-"""The fast chaos run (CI): the real four stages of the tiny pipeline under ``geopol pipeline``,
-each killed once while queries stream; ``make chaos`` is the long run (tests/ops/chaos.py).
+"""The fast chaos run (CI), as a user starts it: ``make chaos CHAOS_ARGS=--fast`` on the tiny
+pipeline this session built, its four real stages under ``geopol pipeline``, each killed once
+while queries stream (tests/ops/chaos.py; plain ``make chaos`` is the long run).
 
 It changes the tiny pipeline's store and journal, so it runs after test_bootstrap.py (pytest
 runs files in name order), whose second bootstrap must find everything current.
@@ -7,20 +8,41 @@ runs files in name order), whose second bootstrap must find everything current.
 
 from __future__ import annotations
 
-from chaos import run_chaos
-from tiny_pipeline import TinyPipeline
+import json
+import re
+import subprocess
+from pathlib import Path
 
-FAST_PLAN = [(0.2, "ingest"), (0.4, "graph"), (0.6, "llm"), (0.8, "calibrate")]
+from tiny_pipeline import REPO, TinyPipeline, clean_env
 
 
-def test_every_stage_killed_once_loses_nothing_and_publishes_nothing_twice(
-    tiny_built: tuple[TinyPipeline, str],
+def test_make_chaos_kills_every_stage_once_and_loses_nothing(
+    tiny_built: tuple[TinyPipeline, str], tmp_path: Path
 ) -> None:
     pipe, _ = tiny_built
-    result = run_chaos(pipe, plan=FAST_PLAN)
-    assert result.kills == 4
-    assert result.kills_with_work_in_flight >= 3, result.log  # each kill should hit live work
-    assert (result.lost, result.duplicated, result.pending) == (0, 0, 0), result.log
-    assert result.queries >= 200  # the backlog of 28 steps plus the 12 delivered ones
-    assert set(result.peak_rss_mb) == {"ingest", "graph", "llm", "calibrate"}
-    assert len(result.latency_ms) >= 8 and min(result.latency_ms) > 0  # two quiet steps' queries
+    reports = tmp_path / "reports"
+    args = f"--fast --pipeline {pipe.root} --reports {reports}"
+    done = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "chaos", f"CHAOS_ARGS={args}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=clean_env(),
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "lost=0 duplicated=0 pending=0", output[-4000:]
+    kills = [line for line in lines if re.match(r"(SIGKILL|held down \S+) \w+ at \d+%", line)]
+    assert len(kills) == 4, output[-4000:]
+    in_flight = re.search(r"kills_with_work_in_flight=(\d+)", done.stdout)
+    assert in_flight and int(in_flight.group(1)) >= 3, output[-4000:]  # kills hit live work
+
+    pipeline = json.loads((reports / "bench.json").read_text())["pipeline"]
+    assert pipeline["chaos"]["kills"] == 4
+    assert (pipeline["chaos"]["lost"], pipeline["chaos"]["duplicated"]) == (0, 0)
+    assert pipeline["chaos"]["pending"] == 0
+    assert pipeline["chaos"]["queries"] >= 200  # the backlog of 28 steps plus the 12 delivered
+    assert set(pipeline["peak_rss_mb"]) == {"ingest", "graph", "llm", "calibrate"}
+    assert pipeline["latency_queries"] >= 8 and pipeline["latency_ms_p50"] > 0  # quiet steps
+    assert pipeline["first_forecast_s"] > 0

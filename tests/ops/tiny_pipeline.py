@@ -67,6 +67,24 @@ class TinyPipeline:
             env=clean_env(),
         )
 
+    @classmethod
+    def load(cls, root: Path) -> TinyPipeline:
+        """The pipeline :func:`write_tiny_pipeline` wrote under ``root``, read back from its
+        config (so ``make chaos --pipeline ROOT`` can run on one a test already built)."""
+        path = root / "tiny.yaml"
+        config = yaml.safe_load(path.read_text())
+        run_dir = Path(config["paths"]["run_dir"])
+        return cls(
+            root,
+            path,
+            run_dir,
+            run_dir / "simulate",
+            root / "staging",
+            {stage: config["stages"][stage]["metrics_port"] for stage in STAGES},
+            config["calibrate"]["publish"]["endpoint"],
+            config["calibrate"]["snapshot"]["endpoint"],
+        )
+
     def later_exports(self) -> list[Path]:
         """The simulated exports not yet in the watched folder, oldest first."""
         there = {p.name for p in self.source.glob("*.export.CSV")}
