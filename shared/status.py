@@ -4,7 +4,10 @@ A stage is ``up`` when its loop's heartbeat is recent, ``stale`` when the proces
 its loop has stopped beating (a stuck handler), and ``down`` when nothing answers. Under each
 stage come the files it keeps, read directly so they show even while the stage is down: for
 ingest its journal (queries pending, in flight, failed and why, done; snapshots unsent), its
-quarantined export files and the rows it refused, by reason; for every stage its dead letters, by reason.
+quarantined export files and the rows it refused, by reason; for the graph stage what its model
+does not know (the ``oov`` column: queries answered with an abstention, and a line with the
+fields, the snapshot facts left out and the latest step's share); for every stage its dead
+letters, by reason.
 
 Only the stages the config defines are shown. A stage that is down because what it starts from
 is missing (its artifact, or ingest's source) is ``not built``, with the missing file. The exit
@@ -43,6 +46,7 @@ class StageStatus:
     processed: float = 0.0
     rejected: float = 0.0
     heartbeat_age_s: float | None = None
+    oov: float | None = None  # graph: queries unknown to its model (services.graph.oov)
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -71,7 +75,37 @@ def classify(stage: str, cfg: StageConfig, text: str | None, now: float) -> Stag
         m.get("geopol_messages_processed_total", 0.0),
         m.get("geopol_messages_rejected_total", 0.0),
         age,
+        m.get("geopol_graph_unknown_queries_total"),
     )
+
+
+def oov_line(text: str | None) -> str | None:
+    """The graph stage's count of what its model does not know, from its metrics: queries by
+    unknown field, snapshot facts left out, and the latest step's share; None without them."""
+    if text is None:
+        return None
+    fields: Counter[str] = Counter()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "geopol_graph_unknown_query_fields_total":
+                fields[sample.labels["field"]] += int(sample.value)
+            values[sample.name] = sample.value
+    if "geopol_graph_oov_step" not in values and not fields:
+        return None
+    by_field = f" ({_by_count(dict(fields))})" if fields else ""
+    line = (
+        f"unknown to the model: "
+        f"{values.get('geopol_graph_unknown_queries_total', 0):.0f} queries{by_field}, "
+        f"{values.get('geopol_graph_unknown_facts_total', 0):.0f} snapshot facts left out"
+    )
+    if "geopol_graph_oov_step" in values:
+        line += (
+            f"; step {values['geopol_graph_oov_step']:.0f}: "
+            f"{values.get('geopol_graph_oov_step_unknown', 0):.0f} of "
+            f"{values.get('geopol_graph_oov_step_queries', 0):.0f} queries"
+        )
+    return line
 
 
 def built(status: StageStatus, missing: Path | None) -> StageStatus:
@@ -223,26 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     missing = {name: missing_input(config, name) for name in config.stages}
+    scraped = {
+        name: scrape(cfg.metrics_port) if cfg.metrics_port else None
+        for name, cfg in config.stages.items()
+    }
     rows = [
-        built(
-            classify(
-                name, cfg, scrape(cfg.metrics_port) if cfg.metrics_port else None, time.time()
-            ),
-            missing[name],
-        )
+        built(classify(name, cfg, scraped[name], time.time()), missing[name])
         for name, cfg in config.stages.items()
     ]
     print(
-        f"{'stage':<10} {'state':<10} {'received':>9} {'processed':>9} {'rejected':>9}  heartbeat"
+        f"{'stage':<10} {'state':<10} {'received':>9} {'processed':>9} {'rejected':>9} "
+        f"{'oov':>6}  heartbeat"
     )
     for r in rows:
         age = f"{r.heartbeat_age_s:.1f}s ago" if r.heartbeat_age_s is not None else "-"
+        oov = f"{r.oov:.0f}" if r.oov is not None else "-"
         print(
             f"{r.stage:<10} {r.state:<10} {r.received:>9.0f} {r.processed:>9.0f} "
-            f"{r.rejected:>9.0f}  {age}"
+            f"{r.rejected:>9.0f} {oov:>6}  {age}"
         )
         if r.state == NOT_BUILT:
             print(f"  not built: {missing[r.stage]} is missing (make run builds it)")
-        for line in details(config, r.stage):
-            print(f"  {line}")
+        for line in [oov_line(scraped[r.stage]), *details(config, r.stage)]:
+            if line is not None:
+                print(f"  {line}")
     return 0 if healthy(rows) else 1

@@ -5,6 +5,11 @@ graph's scores (and the recurrency baseline's when the graph stage sends them), 
 ids, the display names and date the LLM saw, and the lineage so far. Here the calibrator turns
 them into probabilities, ``other`` is added, and the forecast is laid out as the FORECAST
 message's meta, with one float32 frame: the probabilities in candidate order, then ``other``.
+
+An ABSTAIN message (shared.abstention: the graph model has no embedding for the subject or
+relation, first seen after it was trained) becomes a forecast that says so: ``unknown`` lists
+what the model lacks, ``candidates`` is empty, ``other`` is null and there is no frame. It
+ranks nothing, and resolution counts it apart instead of scoring it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from services.calibrate.fit import ProtocolCalibration
+from shared.abstention import Abstention
 from shared.graph_frames import candidate_ids
 from shared.protocol import Message, MessageType, new_message
 
@@ -147,6 +153,43 @@ def build_forecast(
             "recurrency_scores": scored.has_recurrency,
             "lineage": dict(lineage),
             "topic": topic_of(scored.subject, scored.relation),
+        },
+    )
+
+
+def build_unknown_forecast(
+    abstention: Abstention,
+    names: tuple[str, str],
+    date: str | None,
+    lineage: Mapping[str, Any],
+    seq: int,
+) -> Message:
+    """The FORECAST of an abstention with sequence number ``seq``: the question in words
+    (``names`` of subject and relation), what the model lacks, and no ranking."""
+    meta = abstention.meta
+    return new_message(
+        MessageType.FORECAST,
+        abstention.id,
+        [],
+        meta={
+            "seq": seq,
+            "dataset": str(meta.get("dataset", "")),
+            "step": abstention.step,
+            "date": date,
+            "query": {
+                "subject": abstention.subject,
+                "subject_name": names[0],
+                "relation": abstention.relation,
+                "relation_name": names[1],
+            },
+            "unknown": list(abstention.unknown),
+            "candidates": [],
+            "other": None,
+            "calibrator": None,
+            "evidence": [],
+            "recurrency_scores": False,
+            "lineage": dict(lineage),
+            "topic": topic_of(abstention.subject, abstention.relation),
         },
     )
 

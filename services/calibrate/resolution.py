@@ -5,7 +5,9 @@ later step has data (the step is final, the same rule ingest closes steps by), i
 are every ``o`` with ``(subject, relation, o)`` at t. The forecast's truth is then the most
 probable true candidate (several true objects are all right answers; only one is needed), or
 ``other`` when none of them was a candidate. A query with no such event at all is *void*: the
-question did not come up, so it is counted but not scored.
+question did not come up, so it is counted but not scored. A forecast *unknown to the model*
+(its subject or relation first seen after the graph artifact was trained; it ranks nothing) is
+counted apart as ``unknown``, and its share of a step's forecasts is the step's OOV rate.
 
 On the simulator the world's exact next-step distribution is known (shared.sim_truth): each
 forecast is also compared with it — mean absolute error over the K candidates and ``other``, and
@@ -108,9 +110,12 @@ def step_card(
     distribution, every forecast (void or not) compared with it."""
     truths = true_objects(triples)
     resolved = []
-    void = 0
+    void = unknown = 0
     mae, kl = [], []
     for meta in forecasts:
+        if meta.get("unknown"):
+            unknown += 1
+            continue
         true = true_distribution(meta) if true_distribution is not None else None
         if true is not None:
             of_candidates = [true.get(c["id"], 0.0) for c in meta["candidates"]]
@@ -128,6 +133,8 @@ def step_card(
     return {
         "step": step,
         "void": void,
+        "unknown": unknown,
+        "forecasts": len(forecasts),
         "probabilities": [r.probabilities.tolist() for r in resolved],
         "truth": [r.truth for r in resolved],
         "hit": [r.hit for r in resolved],
@@ -138,16 +145,22 @@ def step_card(
 
 
 def rolling(cards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Acc@1, Brier, ECE, NLL and recall@K over the given per-step records."""
+    """Acc@1, Brier, ECE, NLL and recall@K over the given per-step records, and how many
+    forecasts were void or unknown to the model (``oov_rate``: unknown over all forecasts)."""
     rows = [
         (p, t) for card in cards for p, t in zip(card["probabilities"], card["truth"], strict=True)
     ]
     n = len(rows)
+    unknown = int(sum(c.get("unknown", 0) for c in cards))
+    total = int(sum(c.get("forecasts", 0) for c in cards))
     summary: dict[str, Any] = {
         "steps": [int(c["step"]) for c in cards],
         "n": n,
         "void": int(sum(c["void"] for c in cards)),
+        "unknown": unknown,
     }
+    if total:
+        summary["oov_rate"] = unknown / total
     errors = [e for c in cards for e in c.get("truth_mae", [])]
     if errors:
         divergences = [d for c in cards for d in c["truth_kl"]]

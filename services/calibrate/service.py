@@ -28,6 +28,7 @@ from services.calibrate.fit import ProtocolCalibration
 from services.calibrate.forecast import (
     ScoresError,
     build_forecast,
+    build_unknown_forecast,
     done_message,
     read_scores,
     topic_of,
@@ -37,6 +38,7 @@ from services.calibrate.publisher import HUGZ, SCORECARD, Publisher, SnapshotSer
 from services.calibrate.resolution import rolling, step_card
 from shared import facts as shared_facts
 from shared import sim_truth
+from shared.abstention import read_abstention
 from shared.atomic import atomic_write_text
 from shared.calendar import step_date
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
@@ -47,7 +49,7 @@ from shared.protocol import Limits, Message, MessageType, new_message
 from shared.runtime import Route, StageRuntime, limits_of
 
 log = get_logger(__name__)
-ACCEPTS = {"scores": frozenset({MessageType.SCORES})}
+ACCEPTS = {"scores": frozenset({MessageType.SCORES, MessageType.ABSTAIN})}
 DONE = "done"
 
 Send = Callable[[list[bytes]], None]
@@ -91,36 +93,77 @@ class CalibrateStage:
 
     # -- forecasts ---------------------------------------------------------------------------
     def handle(self, _socket: str, message: Message) -> list[Route]:
-        """One SCORES message -> at most one publication, and always ``done`` to ingest."""
+        """One SCORES or ABSTAIN message -> at most one publication, and always ``done`` to
+        ingest."""
+        if message.type is MessageType.ABSTAIN:
+            return self._unknown_to_model(message)
         scored = read_scores(message)  # a bad message raises: the runtime dead-letters it
         if len(scored.candidates) != self.calibration.k:
             raise ScoresError(
                 f"{len(scored.candidates)} candidates; the live calibration was fitted at "
                 f"K={self.calibration.k}"
             )
-        lineage = {
+        lineage = self._lineage(message)
+        calendar = message.meta.get("calendar")
+        evidence = self._evidence(calendar) if self.store is not None else None
+
+        def build(seq: int) -> Message:
+            return build_forecast(
+                scored, self.calibration, lineage, seq, evidence, self.evidence_candidates
+            )
+
+        return self._deliver(message, scored.step, topic_of(scored.subject, scored.relation), build)
+
+    def _unknown_to_model(self, message: Message) -> list[Route]:
+        """An abstention -> the forecast that says the model does not know the subject (or
+        relation), named from the store's vocabulary, which holds every id ingest gave."""
+        abstention = read_abstention(message)  # a bad one raises: the runtime dead-letters it
+        names = (
+            self._key("entities", abstention.subject, "entity"),
+            self._key("relations", abstention.relation, "relation"),
+        )
+        date = _date(message.meta.get("calendar"), abstention.step)
+        lineage = self._lineage(message)
+
+        def build(seq: int) -> Message:
+            return build_unknown_forecast(abstention, names, date, lineage, seq)
+
+        log.info("forecast_unknown_to_model", msg_id=abstention.id, unknown=abstention.unknown)
+        topic = topic_of(abstention.subject, abstention.relation)
+        return self._deliver(message, abstention.step, topic, build)
+
+    def _key(self, vocabulary: str, key_id: int, what: str) -> str:
+        if self.store is not None:
+            try:
+                return getattr(self.store, vocabulary).key(key_id)
+            except (IndexError, KeyError):
+                pass
+        return f"{what} {key_id}"
+
+    def _lineage(self, message: Message) -> dict[str, Any]:
+        return {
             "graph_artifact": message.meta.get("graph_artifact"),
             "llm_artifact": message.meta.get("llm_artifact"),
             "calibrator_artifact": self.calibrator_id,
             "data_cutoff": message.meta.get("data_cutoff"),
         }
-        calendar = message.meta.get("calendar")
-        evidence = self._evidence(calendar) if self.store is not None else None
 
-        def build(seq: int) -> list[bytes]:
-            forecast = build_forecast(
-                scored, self.calibration, lineage, seq, evidence, self.evidence_candidates
-            )
-            return wire_parts(forecast.meta["topic"], forecast, self.limits)
+    def _deliver(
+        self, message: Message, step: int, topic: str, build: Callable[[int], Message]
+    ) -> list[Route]:
+        """Record, publish and mark one forecast (exactly once: a known id is not published
+        again), then ``done`` to ingest either way."""
 
-        topic = topic_of(scored.subject, scored.relation)
-        recorded = self.ledger.record(scored.id, scored.step, topic, build)
+        def parts(seq: int) -> list[bytes]:
+            return wire_parts(topic, build(seq), self.limits)
+
+        recorded = self.ledger.record(message.id, step, topic, parts)
         if recorded is None:
             self.duplicates += 1
-            log.info("forecast_duplicate_not_republished", msg_id=scored.id)
+            log.info("forecast_duplicate_not_republished", msg_id=message.id)
         else:
             self._publish(recorded)
-        return [(DONE, done_message(scored.id, message.trace_id))]
+        return [(DONE, done_message(message.id, message.trace_id))]
 
     def _publish(self, recorded: Recorded) -> None:
         self.send(recorded.parts)

@@ -138,16 +138,26 @@ def render(message: Message, top: int = 3) -> str:
     m = message.meta
     if message.type is MessageType.SCORECARD:
         r = m["rolling"]
+        unknown = f", {r['unknown']} unknown to the model" if r.get("unknown") else ""
         if not r.get("n"):
-            return f"scorecard step {m['step']}: nothing to score yet ({r.get('void', 0)} void)"
+            return (
+                f"scorecard step {m['step']}: nothing to score yet ({r.get('void', 0)} void"
+                f"{unknown})"
+            )
         return (
             f"scorecard step {m['step']}: Acc@1 {r['acc@1']:.3f}  Brier {r['brier']:.3f}  "
             f"ECE {r['ece']:.3f}  NLL {r['nll']:.3f}  recall@K {r['recall@K']:.3f}  "
-            f"(n={r['n']} over {len(r['steps'])} steps)"
+            f"(n={r['n']} over {len(r['steps'])} steps{unknown})"
         )
     q = m["query"]
-    picks = "  ".join(f"{c['name']} {c['p']:.2f}" for c in m["candidates"][:top])
     when = m.get("date") or f"step {m['step']}"
+    if m.get("unknown"):  # the graph model has no embedding for it: no ranking to show
+        return (
+            f"#{m['seq']:<6} {when}  {q['subject_name']} — {q['relation_name']} — ?   "
+            f"not forecast: {' and '.join(m['unknown'])} unknown to the model (first seen "
+            "after it was trained)"
+        )
+    picks = "  ".join(f"{c['name']} {c['p']:.2f}" for c in m["candidates"][:top])
     return (
         f"#{m['seq']:<6} {when}  {q['subject_name']} — {q['relation_name']} — ?   "
         f"{picks}  other {m['other']:.2f}"

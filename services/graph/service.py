@@ -1,7 +1,9 @@
 """The graph stage process: keep the recent history, answer each query with embeddings.
 
 A thin loop (shared.runtime) around :class:`GraphStage`. A SNAPSHOT advances the history window;
-a QUERY ``(s, r, ?, t)`` is answered on the ``embeddings`` socket with the five frames of
+a QUERY ``(s, r, ?, t)`` whose subject or relation the artifact has no embedding for (the
+store's vocabulary grew after training) is answered with ABSTAIN (shared.abstention) and counted
+(services.graph.oov); any other QUERY is answered on the ``embeddings`` socket with the five frames of
 :mod:`shared.graph_frames`: the subject's T-step embeddings, the relation embedding, the model's
 own top-K candidates (live protocol) with their T-step embeddings and scores, and the decoder's
 query vector for ``(s, r)`` — and, when the training folder is there to tune it on, the recurrency
@@ -41,6 +43,8 @@ import numpy as np
 
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError, GraphArtifact, load, read_manifest
+from services.graph.oov import OovCounter
+from shared.abstention import abstain
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
 from shared.ids import frame_to_ids
@@ -71,8 +75,10 @@ class GraphStage:
         candidates: int,
         recurrency: StoreRecurrency | None = None,
         late_steps: int = 8,
+        oov: OovCounter | None = None,
     ) -> None:
         self.graph_model = graph_model
+        self.oov = oov or OovCounter()
         self.window = window
         self.store = store
         self.candidates = candidates
@@ -100,6 +106,8 @@ class GraphStage:
         if horizon is not None and step <= horizon:
             log.debug("snapshot_already_seen", step=step, horizon=horizon)
             return
+        cfg = self.graph_model.cfg
+        self.oov.facts(triples, cfg.num_entities, cfg.num_relations)
         if self._missed_before(step):
             self.window.rebuild(self.store, before=step)
         self.window.advance(step, triples)
@@ -114,7 +122,12 @@ class GraphStage:
     def _on_query(self, message: Message) -> Message:
         meta = message.meta
         step, subject, relation = (_int_meta(meta, key) for key in ("step", "subject", "relation"))
-        self._check_vocabulary(subject, relation)
+        fields = _query_fields(meta, step, subject, relation)
+        unknown = self._unknown(subject, relation)
+        self.oov.query(step, unknown)
+        if unknown:  # ranked by a model that never saw it, the answer would be invented
+            log.info("query_unknown_to_model", msg_id=message.id, step=step, unknown=unknown)
+            return abstain(message, fields, unknown, graph_artifact=self.graph_model.artifact_id)
         emb = self._embeddings_for(step)
         candidates, frames = self.graph_model.live(emb, subject, relation, self.candidates)
         if self.recurrency is not None:  # the calibrator stacks it (shared.graph_frames)
@@ -125,7 +138,7 @@ class GraphStage:
             frames,
             trace_id=message.trace_id,
             meta={
-                **_query_fields(meta, step, subject, relation),
+                **fields,
                 "protocol": "live",
                 "candidates": [int(c) for c in candidates],
                 "graph_artifact": self.graph_model.artifact_id,
@@ -133,13 +146,16 @@ class GraphStage:
             },
         )
 
-    def _check_vocabulary(self, subject: int, relation: int) -> None:
+    def _unknown(self, subject: int, relation: int) -> list[str]:
+        """Which of the query's ids the artifact has no embedding for (shared.abstention): ids
+        the store gave after it was trained. Queries name store relations, never the model's
+        inverse ones, so a relation id past the trained relations is new, not an inverse. A
+        negative id is malformed, not new, and raises."""
+        if subject < 0 or relation < 0:
+            raise ValueError(f"query (s={subject}, r={relation}) has a negative id")
         cfg = self.graph_model.cfg
-        if not 0 <= subject < cfg.num_entities or not 0 <= relation < cfg.num_relations_total:
-            raise ValueError(
-                f"query (s={subject}, r={relation}) is outside the graph artifact's vocabulary "
-                f"({cfg.num_entities} entities, {cfg.num_relations_total} relations)"
-            )
+        sizes = {"subject": (subject, cfg.num_entities), "relation": (relation, cfg.num_relations)}
+        return [field for field, (value, size) in sizes.items() if value >= size]
 
     def _embeddings_for(self, step: int) -> WindowEmbeddings:
         """The T-step embeddings from the history strictly before ``step``."""
@@ -343,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ArtifactError, ConfigError, StoreError, RuntimeError, ValueError) as exc:
         print(f"geopol serve graph: {exc}", file=sys.stderr)
         return 2
-    return StageRuntime("graph", config, stage.handle, accepts=ACCEPTS).run()
+    runtime = StageRuntime("graph", config, stage.handle, accepts=ACCEPTS)
+    stage.oov = OovCounter(runtime.metrics.registry)  # unknown ids on the metrics endpoint
+    return runtime.run()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
 from services.llm.torch_process import configure_torch
+from shared.abstention import pass_on
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.graph_frames import META_FIELDS, candidate_ids, check_frames, recurrency_scores
 from shared.log import configure_logging, get_logger
@@ -38,7 +39,7 @@ from shared.runtime import Route, StageRuntime
 
 log = get_logger(__name__)
 OUT = "scores"
-ACCEPTS = {"embeddings": frozenset({MessageType.EMBEDDINGS})}
+ACCEPTS = {"embeddings": frozenset({MessageType.EMBEDDINGS, MessageType.ABSTAIN})}
 
 
 class LlmStage:
@@ -58,20 +59,24 @@ class LlmStage:
         return self.handle_batch(socket, [message])
 
     def handle_batch(self, _socket: str, messages: list[Message]) -> list[Route]:
-        """Score every message; raises on any bad one (the runtime then retries them singly)."""
-        questions = [self._question(m) for m in messages]
-        routes: list[Route] = []
+        """Score every message; raises on any bad one (the runtime then retries them singly).
+        An abstention (the graph model has no embedding for the query) is passed on unscored,
+        with this stage's lineage and calendar, for the forecast that says so."""
+        replies: dict[int, Message] = {
+            i: pass_on(m, llm_artifact=self.artifact_id, calendar=self.vocab.calendar)
+            for i, m in enumerate(messages)
+            if m.type is MessageType.ABSTAIN
+        }
+        questions = {i: self._question(m) for i, m in enumerate(messages) if i not in replies}
         by_k: dict[int, list[int]] = {}
-        for i, (batch, _) in enumerate(questions):
+        for i, (batch, _) in questions.items():
             by_k.setdefault(batch.num_options, []).append(i)
-        replies: dict[int, Message] = {}
         for indices in by_k.values():
             scores = self.scorer.score(stack_batches([questions[i][0] for i in indices]))
             for row, i in enumerate(indices):
                 batch, order = questions[i]
                 replies[i] = self._reply(messages[i], scores[row], order, batch.texts[0])
-        routes.extend((OUT, replies[i]) for i in range(len(messages)))
-        return routes
+        return [(OUT, replies[i]) for i in range(len(messages))]
 
     def _question(self, message: Message) -> tuple[QuestionBatch, np.ndarray]:
         """One question in letter order, and the letter order (candidate positions)."""

@@ -37,6 +37,7 @@ class MessageType(StrEnum):
     DONE = "done"
     HEARTBEAT = "heartbeat"
     SCORECARD = "scorecard"
+    ABSTAIN = "abstain"  # no embedding for the query's subject or relation (shared.abstention)
 
 
 @dataclass(frozen=True)

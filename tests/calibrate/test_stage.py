@@ -15,7 +15,8 @@ from stage_fixtures import K, live_calibration, scores_message
 
 from services.calibrate.ledger import Ledger
 from services.calibrate.service import ACCEPTS, CalibrateStage
-from services.calibrate.watch import CloneSubscriber
+from services.calibrate.watch import CloneSubscriber, render
+from shared.abstention import abstain, pass_on
 from shared.config import load_config
 from shared.event_store import EventStore
 from shared.protocol import Limits, MessageType, decode, encode, new_message
@@ -270,3 +271,44 @@ def test_a_forecast_late_for_a_scored_step_is_resolved_without_a_second_card(
     assert stage.resolve_final_steps() == []  # no second card for step 3
     assert stage.ledger.unresolved_steps() == []  # and nothing left to score on later ticks
     assert [row[1] for row in stage.ledger.scorecards(5)] == [3]
+
+
+def test_a_subject_unknown_to_the_model_gets_a_forecast_that_says_so(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    a, d = (int(i) for i in store.entities.ids(["A", "D"]))
+    meet = int(store.relations.ids(["meet"])[0])
+    sent: list = []
+    stage = stage_with(tmp_path, sent, store, k=3)
+    query = new_message(MessageType.QUERY, "SYNTH/t3/sD/r0", [], trace_id="trace-d")
+    fields = {"dataset": "SYNTH", "step": 3, "subject": d, "relation": meet}
+    unknown = abstain(query, fields, ["subject"], graph_artifact="g" * 64)
+    calendar = {"origin_utc": "2026-01-01T00:00:00+00:00", "step_seconds": 86400}
+    passed = pass_on(unknown, llm_artifact="l" * 64, calendar=calendar)
+    assert set(ACCEPTS["scores"]) >= {MessageType.SCORES, MessageType.ABSTAIN}
+
+    routes = stage.handle("scores", passed)
+    assert [(name, m.type, m.id) for name, m in routes] == [
+        ("done", MessageType.DONE, "SYNTH/t3/sD/r0")
+    ]
+    (forecast,) = forecasts(sent)
+    m = forecast.meta
+    assert sent[0][0] == f"forecast/{d}/{meet}/".encode() and forecast.frames == ()
+    assert (m["unknown"], m["candidates"], m["other"]) == (["subject"], [], None)
+    assert (m["query"]["subject_name"], m["query"]["relation_name"]) == ("D", "meet")
+    assert m["date"] == "2026-01-04"
+    assert m["lineage"]["llm_artifact"] == "l" * 64 and m["lineage"]["graph_artifact"] == "g" * 64
+    line = render(forecast)
+    assert "D — meet — ?" in line and "subject unknown to the model" in line
+
+    assert stage.handle("scores", passed)[0][1].type is MessageType.DONE  # re-sent: done again
+    assert len(forecasts(sent)) == 1  # ... and not published twice
+
+    # beside a scored forecast of the same step, it is counted apart, not scored
+    b, c = (int(i) for i in store.entities.ids(["B", "C"]))
+    stage.handle("scores", scores_message(a, meet, 3, [b, c, 99], llm=np.array([3.0, 1.0, 0.0])))
+    (card,) = stage.resolve_final_steps()
+    assert (card["unknown"], card["forecasts"], card["void"], len(card["truth"])) == (1, 2, 0, 1)
+    scorecard = [decode(p[1:]) for p in sent if p[0] == b"scorecard/"][-1]
+    rolled = scorecard.meta["rolling"]
+    assert (rolled["n"], rolled["unknown"], rolled["oov_rate"]) == (1, 1, 0.5)
+    assert "1 unknown to the model" in render(scorecard)

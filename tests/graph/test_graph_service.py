@@ -14,12 +14,14 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from services.graph import embeddings
 from services.graph.artifact import ArtifactError, read_manifest
 from services.graph.export import ExportRequest, export_embeddings
 from services.graph.history import RecentWindow
+from services.graph.oov import OovCounter
 from services.graph.service import (
     GraphStage,
     build_stage,
@@ -28,6 +30,7 @@ from services.graph.service import (
     load_artifact,
     training_data,
 )
+from shared.abstention import read_abstention
 from shared.config import DEFAULT_CONFIG, load_config
 from shared.embedding_export import load_export
 from shared.event_store import QUAD_SCHEMA, ClosedStepError, KeyLabels
@@ -256,10 +259,51 @@ def test_late_rows_for_closed_steps_change_no_answer_of_a_running_or_a_restarted
             np.testing.assert_array_equal(got, expected)
 
 
-def test_a_query_outside_the_artifact_vocabulary_is_refused(graph_model, tiny, store) -> None:
+def test_a_query_the_model_has_no_embedding_for_gets_an_abstention_and_is_counted(
+    graph_model, tiny, store
+) -> None:
+    tiny.append_steps(store, range(3))
+    registry = CollectorRegistry()
+    stage = GraphStage(
+        graph_model,
+        RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T),
+        store,
+        K,
+        oov=OovCounter(registry),
+    )
+    new_entity, new_relation = tiny.num_entities, tiny.num_relations  # ids given after training
+    asked = [query(3, new_entity, 0), query(3, 1, new_relation), query(3, new_entity, 99)]
+    replies = [stage.handle("queries", q) for q in asked]
+    for q, [(socket, reply)] in zip(asked, replies, strict=True):
+        assert socket == "embeddings" and reply.type is MessageType.ABSTAIN
+        assert (reply.id, reply.trace_id, reply.frames) == (q.id, q.trace_id, ())
+        assert decode(encode(reply)).meta == reply.meta  # a valid message on the wire
+    assert [read_abstention(r).unknown for [(_, r)] in replies] == [
+        ("subject",),
+        ("relation",),
+        ("subject", "relation"),
+    ]
+    assert replies[0][0][1].meta["graph_artifact"] == graph_model.artifact_id
+    # known queries of the same step are still answered, and the step's share is kept
+    [(_, known)] = stage.handle("queries", query(3, 1, 0))
+    assert known.type is MessageType.EMBEDDINGS
+    assert max(known.meta["candidates"]) < tiny.num_entities  # never an unknown candidate
+    assert stage.oov.steps[3] == [4, 3]
+    fields = {"stage": "graph", "field": "subject"}
+    assert registry.get_sample_value("geopol_graph_unknown_query_fields_total", fields) == 2
+    assert registry.get_sample_value("geopol_graph_unknown_queries_total", {"stage": "graph"}) == 3
+    assert registry.get_sample_value("geopol_graph_oov_step_unknown", {"stage": "graph"}) == 3
+    # a snapshot fact naming a new entity cannot enter the history: counted as dropped
+    facts = np.array([[0, 0, 1], [new_entity, 0, 2], [1, new_relation, 0]])
+    stage.handle("queries", snapshot_message("TINY", 3, facts, new_entity + 1, new_relation + 1))
+    assert stage.oov.dropped_facts == 2
+    assert registry.get_sample_value("geopol_graph_unknown_facts_total", {"stage": "graph"}) == 2
+
+
+def test_a_negative_id_is_malformed_not_new(graph_model, tiny, store) -> None:
     stage = make_stage(graph_model, tiny, store)
-    with pytest.raises(ValueError, match="vocabulary"):
-        stage.handle("queries", query(3, tiny.num_entities, 0))
+    with pytest.raises(ValueError, match="negative id"):
+        stage.handle("queries", query(3, -1, 0))
 
 
 def test_a_store_with_another_vocabulary_is_refused(

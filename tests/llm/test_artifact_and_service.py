@@ -16,6 +16,7 @@ from services.llm.backbone import load_backbone, resolve
 from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary, export_batch
 from services.llm.service import LlmStage
+from shared.abstention import abstain, read_abstention
 from shared.config import LoraSettings, RecipeSettings, load_config
 from shared.embedding_export import load_export
 from shared.protocol import MessageType, new_message
@@ -162,6 +163,31 @@ def test_the_stage_answers_embeddings_with_scores_in_candidate_order(
     # deterministic: a re-sent id gets the same scores; alone it scores as inside the batch
     again = stage.handle("embeddings", messages[1])[0][1]
     np.testing.assert_allclose(again.frames[0], routes[1][1].frames[0], rtol=1e-4, atol=1e-5)
+
+
+def test_an_abstention_is_passed_on_unscored_beside_the_scored_batch(
+    saved: Path, tiny_backbone: Path, tiny_export: Path
+) -> None:
+    stage = stage_of(saved, tiny_backbone)
+    scored = [embeddings_message(tiny_export, row, f"TINY/q{row}") for row in range(2)]
+    query = new_message(MessageType.QUERY, "TINY/new", [], trace_id="trace-new")
+    fields = {"dataset": "TINY", "step": 4, "subject": 999, "relation": 0}
+    unknown = abstain(query, fields, ["subject"], graph_artifact="g" * 64)
+    routes = stage.handle_batch("embeddings", [scored[0], unknown, scored[1]])
+    assert [(socket, m.type, m.id) for socket, m in routes] == [
+        ("scores", MessageType.SCORES, "TINY/q0"),
+        ("scores", MessageType.ABSTAIN, "TINY/new"),
+        ("scores", MessageType.SCORES, "TINY/q1"),
+    ]
+    passed = routes[1][1]
+    assert passed.trace_id == "trace-new" and passed.frames == ()
+    checked = read_abstention(passed)
+    assert (checked.subject, checked.unknown) == (999, ("subject",))
+    assert checked.meta["graph_artifact"] == "g" * 64
+    assert checked.meta["llm_artifact"] == artifact.check(saved).artifact_id
+    alone = stage.handle_batch("embeddings", scored)
+    for mixed, plain in zip([routes[0][1], routes[2][1]], [m for _, m in alone], strict=True):
+        np.testing.assert_allclose(mixed.frames[0], plain.frames[0], rtol=1e-4, atol=1e-5)
 
 
 def test_a_bad_frame_is_dead_lettered_while_the_stage_keeps_serving(

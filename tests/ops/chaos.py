@@ -66,7 +66,7 @@ class ChaosResult:
 
 
 class Watcher:
-    """``geopol watch --json`` as a process; every forecast id it prints, with when."""
+    """``geopol watch --json`` as a process; every forecast it prints, and its id with when."""
 
     def __init__(self, pipe: TinyPipeline) -> None:
         self.proc = subprocess.Popen(
@@ -78,6 +78,7 @@ class Watcher:
             env=clean_env(),
         )
         self.seen: list[tuple[str, float]] = []
+        self.forecasts: list[dict] = []  # each forecast as printed, in arrival order
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -90,6 +91,7 @@ class Watcher:
                 continue
             if row.get("type") == "forecast":
                 self.seen.append((str(row["id"]), time.time()))
+                self.forecasts.append(row)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGCONT)  # in case it was frozen

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from prometheus_client import generate_latest
 
@@ -133,3 +134,37 @@ def test_status_shows_the_journal_quarantine_and_dead_letters_of_the_configured_
     assert graph_row.split()[1] == "down"
     assert "dead letters: 3 (2 non_finite; 1 dtype)" in both.stdout
     assert "relay" not in both.stdout
+
+
+def test_status_shows_what_the_graph_model_does_not_know(tmp_path):
+    """The graph's ``oov`` column and line, from the counters its stage serves (a process)."""
+    from services.graph.oov import OovCounter
+
+    run_dir = tmp_path / "run"
+    manifest = run_dir / "artifacts" / "regcn" / "SIM" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    metrics = StageMetrics("graph")
+    metrics.heartbeat()
+    oov = OovCounter(metrics.registry)
+    for step, unknown in [(7, []), (7, ["subject"]), (8, []), (8, ["subject", "relation"])]:
+        oov.query(step, unknown)
+    oov.facts(np.array([[0, 0, 1], [50, 0, 1], [0, 9, 1]]), num_entities=10, num_relations=5)
+    port = _free_port()
+    server = metrics.serve(port)
+    config = tmp_path / "status.yaml"
+    stages = {"graph": {"metrics_port": port, "heartbeat_s": 60.0}}
+    config.write_text(
+        yaml.safe_dump({"name": "s", "paths": {"run_dir": str(run_dir)}, "stages": stages})
+    )
+    try:
+        done = _status(config)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, graph_row = done.stdout.splitlines()[:2]
+    assert header.split()[5] == "oov" and graph_row.split()[5] == "2"
+    assert (
+        "unknown to the model: 2 queries (2 subject; 1 relation), 2 snapshot facts left out; "
+        "step 8: 1 of 2 queries" in done.stdout
+    )
