@@ -84,13 +84,12 @@ def oov_line(text: str | None) -> str | None:
     unknown field, snapshot facts left out, and the latest step's share; None without them."""
     if text is None:
         return None
+    values = parse_metrics(text)
     fields: Counter[str] = Counter()
-    values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "geopol_graph_unknown_query_fields_total":
                 fields[sample.labels["field"]] += int(sample.value)
-            values[sample.name] = sample.value
     if "geopol_graph_oov_step" not in values and not fields:
         return None
     by_field = f" ({_by_count(dict(fields))})" if fields else ""

@@ -28,7 +28,6 @@ class OovCounter:
         self.keep_steps = keep_steps
         #: step -> [queries, unknown queries], the latest ``keep_steps`` steps
         self.steps: OrderedDict[int, list[int]] = OrderedDict()
-        self.unknown_fields: dict[str, int] = {}
         self.dropped_facts = 0
         self._metrics = registry is not None
         if registry is not None:
@@ -76,12 +75,10 @@ class OovCounter:
         counts = self.steps[step]
         counts[0] += 1
         counts[1] += bool(unknown)
-        for field in unknown:
-            self.unknown_fields[field] = self.unknown_fields.get(field, 0) + 1
-            if self._metrics:
-                self._fields.labels(STAGE, field).inc()
         if self._metrics and unknown:
             self._queries.labels(STAGE).inc()
+            for field in unknown:
+                self._fields.labels(STAGE, field).inc()
         if self._metrics and step == max(self.steps):
             self._step.labels(STAGE).set(step)
             self._step_queries.labels(STAGE).set(counts[0])
