@@ -37,6 +37,7 @@ class OovCounter:
                 ["stage"],
                 registry=registry,
             )
+            self._queries.labels(STAGE)  # exported as 0 from the start: status shows 0, not -
             self._fields = Counter(
                 "geopol_graph_unknown_query_fields",
                 "Unknown ids of those queries, by field (subject, relation)",
