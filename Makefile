@@ -123,8 +123,10 @@ LLM_LIVE ?= tgl-llm-random
 LLM_KS ?= 4 6 10
 SCORES14 := $(LLM_RUN)/scores/ICEWS14
 CALIB14 := $(LLM_RUN)/artifacts/calibrate/ICEWS14
-# the trainer holds out the last llm.train.valid_questions (500) valid rows: calibrate on those
-CALIB_ROWS ?= 500
+# the valid rows the calibrator is fitted on: by default the trainer's held-out tail (the last
+# llm.train.valid_questions, 500: few days); CALIB_ROWS="--unseen --sample 2000" draws from every
+# valid day the artifact never trained on (artifacts trained since its manifest lists its rows)
+CALIB_ROWS ?= --tail 500
 
 $(GRAPH14)/manifest.json:
 	$(GEOPOL) train graph --config configs/benchmark.yaml --data $(ICEWS14) --epochs 2 --out $(GRAPH14)
@@ -156,7 +158,7 @@ eval-llm: $(LLM_DEPS)  ## LLM rows on ICEWS14 into reports/eval.json (hours on 2
 # test tables eval-llm saved for tgl-llm-random
 $(SCORES14)/valid-%-K10-tgl-llm-random.safetensors: $(LLM14)/best/manifest.json $(EMB14)/valid-live10/manifest.json
 	$(GEOPOL) llm score --config $(LLM_CONFIG) --artifact $(LLM14)/best --data $(EMB14)/valid-$(if $(filter live,$*),live10,mcq10) \
-	  --tail $(CALIB_ROWS) --method tgl-llm-random --out $@
+	  $(CALIB_ROWS) --method tgl-llm-random --out $@
 
 $(CALIB14)/manifest.json: $(SCORES14)/valid-tgl-mcq-K10-tgl-llm-random.safetensors $(SCORES14)/valid-live-K10-tgl-llm-random.safetensors
 	$(GEOPOL) train calibrate --config $(LLM_CONFIG) --out $(CALIB14) $(foreach t,$^,--table $(t))

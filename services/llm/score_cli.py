@@ -6,7 +6,9 @@ on. ``geopol train llm`` holds out the last ``llm.train.valid_questions`` rows (
 its export for validation, so ``--tail`` up to that number scores unseen questions; the live
 export of the same split lists the same questions in the same order, so its tail is unseen too.
 ``--exclude TABLE`` leaves out the rows of an earlier table of the same export (say, the ones a
-calibrator was fitted on), so a second sample is disjoint from it.
+calibrator was fitted on), so a second sample is disjoint from it. ``--unseen`` leaves out every
+row the artifact trained on (its manifest lists them), so ``--sample`` can draw calibration
+questions from the whole split, many more days than the held-out tail.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TABLE",
         help="leave out the rows of this score table of the same export (repeatable)",
     )
+    parser.add_argument(
+        "--unseen",
+        action="store_true",
+        help="leave out every row the artifact trained on (the export must be of its split)",
+    )
     parser.add_argument("--method", default="llm", help="method name recorded in the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -63,18 +70,18 @@ def rows_to_score(
     sample: int | None = None,
     seed: int = 0,
     exclude: tuple[tables.ScoreTable, ...] = (),
+    trained: np.ndarray | None = None,
 ) -> np.ndarray:
     """The export rows to score, in order: the last ``tail`` rows, or a seeded sample of
     ``sample`` rows (``geopol eval llm``'s sample when nothing is excluded), both without the
-    rows of the ``exclude`` tables and, outside the live protocol, only rows with the gold among
-    the candidates."""
+    rows of the ``exclude`` tables and the ``trained`` rows and, outside the live protocol, only
+    rows with the gold among the candidates."""
     count = tail if tail is not None else sample
     if count is None or count <= 0:
         raise ValueError(f"--tail/--sample {count}: must be positive")
-    left_out = (
-        np.concatenate([np.asarray(t.rows, np.int64) for t in exclude])
-        if exclude
-        else np.zeros(0, np.int64)
+    left_out = np.concatenate(
+        [np.asarray(t.rows, np.int64) for t in exclude]
+        + [np.zeros(0, np.int64) if trained is None else np.asarray(trained, np.int64)]
     )
     if tail is not None:
         pool = np.arange(max(0, len(export) - count), len(export))
@@ -88,6 +95,28 @@ def rows_to_score(
     return np.sort(np.random.default_rng(seed).permutation(pool)[:count])
 
 
+def trained_rows(manifest: dict, export: ExportedSplit) -> np.ndarray:
+    """The export rows an LLM artifact trained on, from its manifest; refused unless the export
+    holds the artifact's training questions (same graph artifact, dataset and split: the live
+    export of a split lists the same questions in the same order as its tgl-mcq export)."""
+    data = manifest.get("data", {})
+    if "rows" not in data:
+        raise ValueError(
+            "--unseen: the artifact's manifest lists no training rows (trained before they were recorded); retrain it or use --tail"
+        )
+    ours = export.manifest
+    for field, theirs, mine in (
+        ("graph artifact", manifest["graph"]["artifact"], ours["graph_artifact"]),
+        ("dataset", data["dataset"], ours["dataset"]),
+        ("split", data["split"], ours["split"]),
+    ):
+        if theirs != mine:
+            raise ValueError(
+                f"--unseen: the artifact trained on {field} {theirs!r}, the export is of {mine!r}"
+            )
+    return np.asarray(data["rows"], np.int64)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -98,11 +127,16 @@ def main(argv: list[str] | None = None) -> int:
             table = tables.load(path)
             tables.check_of_export(table, export, f"--exclude {path}")
             excluded.append(table)
+        checked = llm_artifact.check(args.artifact)
         rows = rows_to_score(
-            export, tail=args.tail, sample=args.sample, seed=args.seed, exclude=tuple(excluded)
+            export,
+            tail=args.tail,
+            sample=args.sample,
+            seed=args.seed,
+            exclude=tuple(excluded),
+            trained=trained_rows(checked.manifest, export) if args.unseen else None,
         )
         k = args.k or export.num_candidates
-        llm_artifact.check(args.artifact)
         configure_torch(config.llm)
         scorer, checked = load_scorer(config, args.artifact)
         table = score_table(
@@ -130,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     acc = float((table.llm.argmax(1) == table.gold).mean()) if len(table) else 0.0
     left_out = f", {len(args.exclude)} table(s) left out" if args.exclude else ""
+    left_out += ", trained rows left out" if args.unseen else ""
     print(f"{args.out}: {len(table)} questions{left_out}, K={k}, LLM top-1 {acc:.4f}")
     return 0
 

@@ -148,6 +148,8 @@ def lineage(data: ExportedSplit, rows: np.ndarray, recipe: RecipeSettings) -> di
             "protocol": m["protocol"],
             "cutoff_step": int(np.asarray(data.arrays["queries"])[rows, 3].max()),
             "questions": int(len(rows)),
+            # the very rows trained on, so `geopol llm score --unseen` can leave them all out
+            "rows": [int(r) for r in np.sort(rows)],
             "vocab": _vocab_hashes(m),
         },
         "options": sorted(recipe.options),

@@ -1,7 +1,9 @@
-"""Which export rows ``geopol llm score`` scores: ``--tail``, ``--sample`` and ``--exclude``."""
+"""Which export rows ``geopol llm score`` scores: ``--tail``, ``--sample``, ``--exclude`` and
+``--unseen``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from test_llm_commands import geopol, write_config
 
 from services.llm.evaluate import sample_rows
-from services.llm.score_cli import rows_to_score
+from services.llm.score_cli import rows_to_score, trained_rows
+from services.llm.train import gold_rows
 from shared import score_table
 from shared.embedding_export import load_export
 
@@ -86,3 +89,29 @@ def test_llm_score_exclude_writes_a_disjoint_sample_and_refuses_another_exports_
     )
     done = geopol(*args, "--sample", "30", "--exclude", str(stranger), "--out", str(second))
     assert done.returncode == 2 and "not scored from embedding export" in done.stderr
+
+
+def test_unseen_leaves_out_every_row_the_artifact_trained_on(
+    artifact: tuple[Path, Path], tiny_export: Path, tmp_path: Path
+) -> None:
+    config, llm = artifact
+    manifest = json.loads((llm / "manifest.json").read_text())
+    trained = set(manifest["data"]["rows"])
+    assert len(trained) == manifest["data"]["questions"] > 0
+    out = tmp_path / "unseen.safetensors"
+    done = geopol("llm", "score", "--config", str(config), "--artifact", str(llm),
+                  "--data", str(tiny_export), "--no-progress", "--unseen",
+                  "--sample", "100000", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "trained rows left out" in done.stdout
+    export = load_export(tiny_export)
+    # every gold row the model never trained on, and none it did
+    assert set(score_table.load(out).rows) == set(gold_rows(export)) - trained
+
+    # an export of another split (or graph artifact) is refused, naming both values
+    other = {**manifest, "data": {**manifest["data"], "split": "test"}}
+    with pytest.raises(ValueError, match="split 'test', the export is of 'valid'"):
+        trained_rows(other, export)
+    old = {**manifest, "data": {k: v for k, v in manifest["data"].items() if k != "rows"}}
+    with pytest.raises(ValueError, match="lists no training rows"):
+        trained_rows(old, export)
