@@ -103,9 +103,16 @@ def plot_learning_curves(report: Path, dataset: str) -> Path | None:
 
 def load_scorer(config: Config, directory: Path) -> tuple[OptionScorer, llm_artifact.LlmArtifact]:
     checked = llm_artifact.check(directory)
+    return load_checked(config, checked), checked
+
+
+def load_checked(config: Config, checked: llm_artifact.LlmArtifact, **fits: Any) -> OptionScorer:
+    """The scorer of an artifact already checked (its files are not hashed again), refused
+    before the backbone loads unless it fits the backbone and ``fits`` (the graph artifact and
+    dim of the export it will score, as :func:`llm_artifact.check_fits` takes them)."""
     source = resolve(config.llm.backbone, config.backbone_cache)
-    llm_artifact.check_fits(checked, source)
-    return llm_artifact.load(checked, source, pick_dtype(config.llm.dtype)), checked
+    llm_artifact.check_fits(checked, source, **fits)
+    return llm_artifact.load(checked, source, pick_dtype(config.llm.dtype))
 
 
 def _named(values: list[str]) -> dict[str, Path]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from services.llm import artifact as llm_artifact
 from services.llm.backbone import BackboneError
-from services.llm.evaluate import BATCH, load_scorer
+from services.llm.evaluate import BATCH, load_checked
 from services.llm.tables import score_table
 from services.llm.torch_process import configure_torch
 from services.llm.train import gold_rows
@@ -97,23 +97,18 @@ def rows_to_score(
 
 def trained_rows(manifest: dict, export: ExportedSplit) -> np.ndarray:
     """The export rows an LLM artifact trained on, from its manifest; refused unless the export
-    holds the artifact's training questions (same graph artifact, dataset and split: the live
-    export of a split lists the same questions in the same order as its tgl-mcq export)."""
+    is of the split it trained on (the live export of a split lists the same questions in the
+    same order as its tgl-mcq export; the graph artifact is checked by ``check_fits``)."""
     data = manifest.get("data", {})
     if "rows" not in data:
         raise ValueError(
             "--unseen: the artifact's manifest lists no training rows (trained before they were recorded); retrain it or use --tail"
         )
-    ours = export.manifest
-    for field, theirs, mine in (
-        ("graph artifact", manifest["graph"]["artifact"], ours["graph_artifact"]),
-        ("dataset", data["dataset"], ours["dataset"]),
-        ("split", data["split"], ours["split"]),
-    ):
-        if theirs != mine:
-            raise ValueError(
-                f"--unseen: the artifact trained on {field} {theirs!r}, the export is of {mine!r}"
-            )
+    if data["split"] != export.manifest["split"]:
+        raise ValueError(
+            f"--unseen: the artifact trained on split {data['split']!r}, "
+            f"the export is of {export.manifest['split']!r}"
+        )
     return np.asarray(data["rows"], np.int64)
 
 
@@ -138,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         k = args.k or export.num_candidates
         configure_torch(config.llm)
-        scorer, checked = load_scorer(config, args.artifact)
+        scorer = load_checked(
+            config, checked, graph_dim=export.dim, graph_artifact=export.manifest["graph_artifact"]
+        )
         table = score_table(
             scorer,
             export,
