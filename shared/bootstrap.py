@@ -1,11 +1,13 @@
 """``geopol pipeline bootstrap``: build every artifact the stages serve, skipping what is current.
 
 The chain is the one ``make run`` always ran: simulate a world (only when ``ingest.source`` is
-missing), ingest it, export the store as a benchmark folder, train the graph model, export its
-answers to the validation questions, train the LLM on them, export and score live test questions,
-and fit the calibrator on those scores. Each step names the one file that proves it done and the
-files it was made from; like make, a step runs when that file is missing or older than one of
-them, and everything after it then runs too (its inputs are newer). ``--force`` runs every step.
+missing) and ingest it, or, for live GDELT with ``ingest.live.bootstrap_days``, fetch and ingest
+that much history (``geopol ingest backfill``); then export the store as a benchmark folder,
+train the graph model, export its answers to the validation questions, train the LLM on them,
+export and score live test questions, and fit the calibrator on those scores. Each step names
+the one file that proves it done and the files it was made from; like make, a step runs when
+that file is missing or older than one of them, and everything after it then runs too (its
+inputs are newer). ``--force`` runs every step.
 
 Each step is the ``geopol`` command a person would type, run as a child process with this
 terminal, so its own progress bar shows; a step that fails stops the chain with a line naming it,
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Config
+from shared.live_state import history_path
 from shared.stage_inputs import ARTIFACT_MANIFEST
 
 STORE_LOG = "ingested.jsonl"  # the event store's commit log: one line per ingested source
@@ -63,6 +66,11 @@ def plan(config: Config, config_path: Path) -> list[Step]:
     store_log = config.store_dir / STORE_LOG
     steps: list[Step] = []
     source = config.ingest.source
+    live = config.ingest.live
+    if live is not None and live.bootstrap_days:
+        steps.append(
+            Step("backfill", ("ingest", "backfill", "--config", cfg), history_path(config))
+        )
     if config.ingest.live is None and source is not None:
         world = config.bootstrap.simulate
         steps.append(

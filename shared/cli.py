@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("shared.doctor", "check that this machine can run the pipeline"),
     "simulate": ("services.ingest.simulator.cli", "write a simulated GDELT 2.0 world to files"),
     "ingest": ("services.ingest.cli", "load GDELT exports into the event store"),
+    "ingest backfill": (
+        "services.ingest.backfill_cli",
+        "fetch and ingest the last N days of live GDELT 2.0 (a first live start's history)",
+    ),
     "dataset": (
         "services.ingest.datasets",
         "build benchmark folders: gdelt-georgia from GDELT, from-store from the event store",

@@ -187,11 +187,21 @@ class MappingSettings(_Section):
 
 
 class LiveSettings(_Section):
-    """Live GDELT 2.0: poll ``lastupdate.txt`` under ``base_url`` and fetch each new export."""
+    """Live GDELT 2.0: poll ``lastupdate.txt`` under ``base_url`` and fetch each new export.
+
+    ``bootstrap_days`` is the history a first start fetches (``geopol ingest backfill``, the
+    first step of ``geopol pipeline bootstrap``) before it trains anything: a model needs past
+    steps, and the live feed alone brings one every 15 minutes. 0 fetches none, and then the
+    store must already hold enough history for ``dataset from-store``. A failed download is
+    tried ``retries`` more times within a poll, the k-th retry after ``backoff_s * 2**(k-1)``.
+    """
 
     base_url: str = Field(pattern=r"^https?://")
     interval_s: float = Field(default=60.0, gt=0)
     backfill: bool = False
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=2.0, ge=0)
+    bootstrap_days: int = Field(default=0, ge=0, le=366)
 
 
 class IngestConfig(_Section):

@@ -78,6 +78,12 @@ def state_path(config: Config) -> Path:
     return config.paths.run_dir / "live" / f"{config.ingest.dataset}.json"
 
 
+def history_path(config: Config) -> Path:
+    """The record ``geopol ingest backfill`` writes once the whole history is in the store: the
+    file ``geopol pipeline bootstrap`` takes as proof that its first step is done."""
+    return config.paths.run_dir / "live" / f"{config.ingest.dataset}-history.json"
+
+
 def write_state(path: Path, state: LiveState) -> None:
     """Replace the state file atomically: a reader sees the old state or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

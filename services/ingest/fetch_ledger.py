@@ -73,18 +73,20 @@ class FetchLedger:
         return row[0] if row else None
 
     def first_name(self) -> str | None:
-        """The oldest known name; backfill never reaches before it (no history download)."""
+        """The oldest known name; gap backfill never reaches before it (history is a separate,
+        explicit fetch: ``LivePoller.fetch_history``)."""
         with self._transaction() as conn:
             row = conn.execute("SELECT min(name) FROM files").fetchone()
         return row[0]
 
-    def known_between(self, first: str, last: str) -> set[str]:
-        """Names from ``first`` to ``last`` (inclusive, name order = time order), any state."""
+    def states_between(self, first: str, last: str) -> dict[str, State]:
+        """The state of every known name from ``first`` to ``last`` (inclusive; name order is
+        time order)."""
         with self._transaction() as conn:
             rows = conn.execute(
-                "SELECT name FROM files WHERE name BETWEEN ? AND ?", (first, last)
+                "SELECT name, state FROM files WHERE name BETWEEN ? AND ?", (first, last)
             ).fetchall()
-        return {row[0] for row in rows}
+        return {name: state for name, state in rows}
 
     def record_fetched(self, name: str, url: str, *, size: int, md5: str, check: Check) -> None:
         """Note a verified file now under its final name; it is ``pending`` until ingested."""

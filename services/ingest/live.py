@@ -24,6 +24,9 @@ Guarantees, and why they hold:
   catches truncation and transport corruption, not a wrong-but-valid file. A 404 marks the slot
   ``missing`` (GDELT has a few unpublished slots); other failures are retried on later polls while
   the slot is inside the window.
+* **A first start can fetch its history** (:meth:`LivePoller.fetch_history`, for
+  ``geopol ingest backfill``): the N newest slots, the older ones checked as backfill is, through
+  the same ledger, so an interrupted history resumes and the poller later skips what it holds.
 * **A stop is prompt.** ``stop`` (the event that ends :func:`run_live`) is also checked between
   downloads, between retries (the backoff waits on it) and between the chunks of a body, so a
   SIGTERM during a slow download or a backoff ends the poller within one socket read (at most
@@ -127,6 +130,15 @@ class _Download:
     size: int
     md5: str
     check: Check
+
+
+@dataclass(frozen=True)
+class History:
+    """What :meth:`LivePoller.fetch_history` covered: every slot's name, oldest first, and the
+    files it downloaded this time (the rest were known to the ledger or not fetched)."""
+
+    names: tuple[str, ...]
+    fetched: tuple[Path, ...]
 
 
 def parse_lastupdate(text: str) -> list[RemoteFile]:
@@ -240,6 +252,46 @@ class LivePoller:
         targets = self._gap_targets(current.name) if self.backfill else []
         if self.ledger.state(current.name) is None:
             targets.append(_Target(current.name, current.url, current))
+        fetched = self._fetch_all(targets)
+        log.info("poll_done", current=current.name, targets=len(targets), fetched=len(fetched))
+        return fetched
+
+    def fetch_history(
+        self,
+        slots: int,
+        *,
+        begin: Callable[[int], None] | None = None,
+        done: Callable[[str, Path | None], None] | None = None,
+    ) -> History:
+        """Fetch the ``slots`` newest slots up to lastupdate's that the ledger lacks, oldest first.
+
+        What a first start with ``live.bootstrap_days`` does before anything is trained. The
+        newest slot is checked against lastupdate's size and MD5, the older ones as backfill
+        URLs (Content-Length and zip CRCs; a 404 is recorded ``missing``). Slots the ledger
+        knows in any state are not asked for again, so an interrupted history resumes where it
+        stopped. For a progress bar, ``begin`` is told how many slots will be asked for and
+        ``done(name, path)`` each one's outcome (``path`` None when it was not fetched);
+        ``errors`` lists the downloads given up.
+        """
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.errors = []
+        current = export_entry(parse_lastupdate(self._read_lastupdate()))
+        newest = slot_of(current.name)
+        names = [export_name(newest - k * SLOT) for k in range(slots - 1, -1, -1)]
+        targets = self._unknown(names[:-1]) if slots > 1 else []
+        if self.ledger.state(current.name) is None:
+            targets.append(_Target(current.name, current.url, current))
+        log.info("history_targets", slots=slots, newest=current.name, unknown=len(targets))
+        if begin is not None:
+            begin(len(targets))
+        fetched = self._fetch_all(targets, done)
+        return History(names=tuple(names), fetched=tuple(fetched))
+
+    def _fetch_all(
+        self, targets: list[_Target], done: Callable[[str, Path | None], None] | None = None
+    ) -> list[Path]:
+        """Download ``targets`` in order, checking ``stop`` before each; the files fetched."""
         fetched = []
         for target in targets:
             if self.stop.is_set():
@@ -247,7 +299,8 @@ class LivePoller:
             path = self._fetch(target)
             if path is not None:
                 fetched.append(path)
-        log.info("poll_done", current=current.name, targets=len(targets), fetched=len(fetched))
+            if done is not None:
+                done(target.name, path)
         return fetched
 
     def pending(self) -> list[Path]:
@@ -294,11 +347,17 @@ class LivePoller:
         names = [export_name(slot) for slot in slots if slot > oldest]
         if not names:
             return []
-        known = self.ledger.known_between(names[0], names[-1])
-        gaps = [name for name in names if name not in known]
-        if gaps:
-            log.info("backfill_gaps", count=len(gaps), first=gaps[0], last=gaps[-1])
-        return [_Target(name, f"{self.base_url}/{name}", None) for name in gaps]
+        targets = self._unknown(names)
+        if targets:
+            log.info(
+                "backfill_gaps", count=len(targets), first=targets[0].name, last=targets[-1].name
+            )
+        return targets
+
+    def _unknown(self, names: list[str]) -> list[_Target]:
+        """Backfill targets for the names (consecutive slots, oldest first) the ledger lacks."""
+        known = self.ledger.states_between(names[0], names[-1])
+        return [_Target(n, f"{self.base_url}/{n}", None) for n in names if n not in known]
 
     # ----------------------------------------------------------------- download and verify
 

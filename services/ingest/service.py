@@ -135,6 +135,8 @@ class IngestStage:
             live.base_url,
             self.config.download_dir,
             self.config.fetch_ledger_path,
+            retries=live.retries,
+            backoff_s=live.backoff_s,
             backfill=live.backfill,
             stop=self._stop_live,
         )

@@ -11,15 +11,27 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 LASTUPDATE = "lastupdate.txt"
 PREFIX = "/gdeltv2"
+SLOT = timedelta(minutes=15)
+LIVE_MAPPING = {  # configs/gdelt-live.yaml's mapping, for the live tests' configs
+    "entity_key": "actor_code",
+    "relation_level": "root",
+    "require_both_actors": True,
+    "root_events_only": True,
+    "min_mentions": 2,
+    "time_field": "dateadded",
+    "step_minutes": 15,
+}
 TRICKLE_BYTES = 16
 TRICKLE_PAUSE_S = 0.05
 """A slow path sends ``TRICKLE_BYTES`` every ``TRICKLE_PAUSE_S``: a body of a few KiB then
@@ -66,6 +78,27 @@ class FakeGdelt:
                 return False
             time.sleep(0.02)
         return True
+
+
+def replay_exports(sources: list[Path], out_dir: Path, slots: int, newest: datetime) -> list[Path]:
+    """Real export rows re-published as ``slots`` consecutive 15-minute slots ending at
+    ``newest``: the rows of ``sources`` in order, cut into equal runs, each run's DATEADDED
+    (field 60) set to its slot and zipped as GDELT names it. Every other field is as GDELT
+    published it; only the time the row was added moves, so that the 15-minute steps a live
+    deployment sees come from real events. The paths, oldest first."""
+    rows = [line for source in sources for line in source.read_text("utf-8").splitlines()]
+    per_slot = -(-len(rows) // slots)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(slots):
+        stamp = f"{newest - (slots - 1 - k) * SLOT:%Y%m%d%H%M%S}"
+        fields = [row.split("\t") for row in rows[k * per_slot : (k + 1) * per_slot]]
+        body = "".join("\t".join([*f[:59], stamp, *f[60:]]) + "\n" for f in fields)
+        path = out_dir / f"{stamp}.export.CSV.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(f"{stamp}.export.CSV", body)
+        paths.append(path)
+    return paths
 
 
 def lastupdate_text(base: str, export: Path) -> str:

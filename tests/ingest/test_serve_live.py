@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 import zmq
-from gdelt_http import LASTUPDATE, FakeGdelt
+from gdelt_http import LASTUPDATE, LIVE_MAPPING, FakeGdelt
 
 from services.ingest.export_ingest import ingest_file
 from services.ingest.mapping import MappingConfig
@@ -36,15 +36,6 @@ EXPORT = "20191024143000.export.CSV"
 """A real 15-minute GDELT 2.0 export (../shared/data/gdelt/v2/SOURCE.md: 2,111 rows, one slot)."""
 SLOW = "20191024144500.export.CSV.zip"
 """The next slot, which the server trickles so that SIGTERM arrives mid-download."""
-LIVE_MAPPING = {  # configs/gdelt-live.yaml's
-    "entity_key": "actor_code",
-    "relation_level": "root",
-    "require_both_actors": True,
-    "root_events_only": True,
-    "min_mentions": 2,
-    "time_field": "dateadded",
-    "step_minutes": 15,
-}
 STARTUP_S = 60.0
 """Generous: two cores shared with other test processes; a healthy run takes a few seconds."""
 PROMPT_STOP_S = 5.0

@@ -16,6 +16,7 @@ from tiny_pipeline import STAGES, TinyPipeline
 
 from shared.bootstrap import BootstrapError, Step, bootstrap, plan, why_stale
 from shared.config import load_config
+from shared.live_state import history_path
 from shared.stage_inputs import missing_input
 
 NAMES = [
@@ -137,3 +138,22 @@ def test_up_bootstraps_a_stage_that_is_not_built(tmp_path: Path) -> None:
     assert "geopol pipeline up: step 4/9 'train graph' failed" in result.stderr
     assert "the 3 step(s) before it are kept" in result.stderr
     assert (tmp_path / "run" / "datasets" / "SIM" / "stat.txt").is_file()
+
+
+def test_a_live_config_with_bootstrap_days_backfills_its_history_first(tmp_path: Path) -> None:
+    config_path = tmp_path / "live.yaml"
+    config_path.write_text(
+        f"name: t\npaths: {{run_dir: {tmp_path / 'run'}}}\n"
+        "ingest: {live: {base_url: 'http://127.0.0.1:1/gdeltv2', bootstrap_days: 3}}\n"
+    )
+    config = load_config(config_path, env={})
+
+    steps = plan(config, config_path)
+
+    assert [s.name for s in steps] == ["backfill", *NAMES[2:]]
+    assert steps[0].args == ("ingest", "backfill", "--config", str(config_path))
+    assert steps[0].output == history_path(config)
+    without = config.model_copy(
+        update={"ingest": config.ingest.model_copy(update={"live": None, "source": None})}
+    )
+    assert "backfill" not in [s.name for s in plan(without, config_path)]
