@@ -123,10 +123,10 @@ LLM_LIVE ?= tgl-llm-random
 LLM_KS ?= 4 6 10
 SCORES14 := $(LLM_RUN)/scores/ICEWS14
 CALIB14 := $(LLM_RUN)/artifacts/calibrate/ICEWS14
-# the valid rows the calibrator is fitted on: by default the trainer's held-out tail (the last
-# llm.train.valid_questions, 500: few days); CALIB_ROWS="--unseen --sample 2000" draws from every
-# valid day the artifact never trained on (artifacts trained since its manifest lists its rows)
-CALIB_ROWS ?= --tail 500
+# the valid rows the calibrator is fitted on: 2000 drawn from every valid row the artifact never
+# trained on (its manifest lists the rows it did); CALIB_ROWS="--tail 200" takes only the
+# trainer's held-out tail (the last llm.train.valid_questions: a few days)
+CALIB_ROWS ?= --unseen --sample 2000
 
 $(GRAPH14)/manifest.json:
 	$(GEOPOL) train graph --config configs/benchmark.yaml --data $(ICEWS14) --epochs 2 --out $(GRAPH14)
