@@ -28,13 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from services.ingest.export_ingest import ingest_unless_quarantined
+from services.ingest.export_ingest import ingest_paths
 from services.ingest.live import History, LivePoller, Stopped
 from services.ingest.mapping import MappingConfig
 from shared.atomic import atomic_write_text
 from shared.config import DEFAULT_CONFIG, Config, load_config
 from shared.event_store import EventStore
-from shared.file_quarantine import FileQuarantine
 from shared.live_state import history_path
 from shared.log import configure_logging, get_logger
 
@@ -118,16 +117,12 @@ def _ingest_pending(
         step_minutes=mapping.step_minutes,
         min_free_bytes=config.ingest.min_free_mb << 20,
     )
-    quarantine = FileQuarantine(config.quarantine_dir)
     ready = [p for p in poller.pending() if before is None or p.name < before]
-    files = quads = 0
-    for path in tqdm(ready, desc="ingest", unit="file", disable=not progress):
-        stats = ingest_unless_quarantined(path, store, mapping, quarantine)
+    stats = ingest_paths(ready, store, mapping, config.quarantine_dir, progress=progress)
+    for path in ready:  # a kill before this re-ingests them, which the store skips by hash
         poller.mark_ingested(path.name)
-        if stats is not None:
-            files += 1
-            quads += stats.kept
-    return files, quads
+    stored = [s for s in stats if not s.already_ingested]
+    return len(stored), sum(s.kept for s in stored)
 
 
 def _record(config: Config, days: int, newest: str, oldest: str, counts: dict[str, int]) -> Path:
