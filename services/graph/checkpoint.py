@@ -45,8 +45,8 @@ DIRECTORY = "checkpoint"
 PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 2
 RESUMABLE_CHANGES = frozenset({"epochs", "patience"})
-"""Train settings a resumed leg may change; ``init_from`` is not compared but kept as saved."""
-_NOT_COMPARED = RESUMABLE_CHANGES | {"init_from"}
+"""Train settings a resumed leg may change; where it started from is not compared but kept."""
+_NOT_COMPARED = RESUMABLE_CHANGES | {"init_from", "init_vocabulary"}
 
 State = TypeVar("State")
 

@@ -87,7 +87,8 @@ class TrainConfig:
     inverses); empty means half-octave sizes from ``min_bucket`` (``snapshots.default_buckets``).
     ``patience`` is the number of epochs without a better validation filtered MRR before stopping.
     ``init_from`` names the artifact a warm-started run took its first parameters from ("" when
-    they were random), so the manifest tells how the model came to be.
+    they were random), so the manifest tells how the model came to be; ``init_vocabulary`` gives
+    its ``[old, new]`` entity and relation counts when the vocabulary grew in between (or stayed).
     """
 
     epochs: int = 30
@@ -99,6 +100,7 @@ class TrainConfig:
     buckets: tuple[int, ...] = field(default_factory=tuple)
     min_bucket: int = 64
     init_from: str = ""
+    init_vocabulary: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.patience < 1:

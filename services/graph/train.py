@@ -12,19 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError
 from services.graph.artifact import load as load_artifact
 from services.graph.config import ModelConfig, TrainConfig, differences
+from services.graph.vocab_growth import Growth, VocabularyGrowthError, check_extends, grow
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
-from shared.manifest import vocab_sha256
 from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"
@@ -104,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="ARTIFACT",
-        help="warm start: begin from the parameters of this artifact (same vocabulary and model "
-        "settings; not the --out folder) with a fresh optimiser. Its validation score is the "
-        "bar to beat: until an epoch does, --out holds it with best_epoch -1. The manifest "
-        "records where it came from",
+        help="warm start: begin from the parameters of this artifact (same model settings; not "
+        "the --out folder) with a fresh optimiser. The data's vocabulary may extend the "
+        "artifact's (a live store's later export: its first names are the artifact's): known "
+        "rows are copied, new ones initialised. Its validation score is the bar to beat: until "
+        "an epoch does, --out holds it with best_epoch -1. The manifest records where it came "
+        "from and the vocabulary sizes before and after (train_config.init_vocabulary)",
     )
     parser.add_argument(
         "--no-progress",
@@ -262,7 +265,11 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
                 f"--init-from {request.init_from} is the --out folder: the run would overwrite "
                 "the model it starts from; copy it elsewhere first"
             )
-        init = _initial_parameters(request.init_from, model_cfg, dataset)
+        params, stats, growth = _initial_parameters(
+            request.init_from, model_cfg, dataset, request.seed
+        )
+        init = (params, stats)
+        train_cfg = replace(train_cfg, init_vocabulary=growth.to_dict())
     try:
         if request.resume:
             _warn_if_shortened(request.epochs, checkpoint.read_progress(request.out))
@@ -298,29 +305,40 @@ def _warn_if_shortened(epochs: int, progress: dict[str, Any]) -> None:
 
 
 def _initial_parameters(
-    directory: Path, model_cfg: ModelConfig, dataset: TkgDataset
-) -> tuple[Any, Any]:
-    """Parameters and statistics of a saved model of this dataset built exactly like ``model_cfg``."""
+    directory: Path, model_cfg: ModelConfig, dataset: TkgDataset, seed: int
+) -> tuple[Any, Any, Growth]:
+    """Parameters and statistics of a saved model of this dataset built like ``model_cfg``.
+
+    The dataset's vocabulary may extend the artifact's (a live store's later export): the old
+    rows are carried over and the new ones initialised (``vocab_growth``); any other vocabulary,
+    or other model settings, is refused.
+    """
+    import jax  # the caller has configured it
+
+    from services.graph import model
+
     try:
-        saved = load_artifact(
-            directory, num_entities=model_cfg.num_entities, num_relations=model_cfg.num_relations
-        )
+        saved = load_artifact(directory)
+        growth = check_extends(saved.manifest["data"], dataset.entity_names, dataset.relation_names)
     except (ArtifactError, OSError) as exc:
         raise TrainError(f"--init-from: {exc}") from exc
-    data = saved.manifest["data"]
-    for key, names in (
-        ("entities_sha256", dataset.entity_names),
-        ("relations_sha256", dataset.relation_names),
-    ):
-        if data.get(key) != vocab_sha256(names):
-            raise TrainError(
-                f"--init-from {directory}: trained on {data.get('dataset')!r}, whose vocabulary "
-                f"({key}) differs from {dataset.name}'s"
-            )
-    differing = differences(saved.model_config.to_dict(), model_cfg.to_dict(), ("there", "here"))
+    except VocabularyGrowthError as exc:
+        raise TrainError(
+            f"--init-from {directory}: trained on {saved.manifest['data'].get('dataset')!r}, "
+            f"whose vocabulary {dataset.name} does not extend: {exc}"
+        ) from exc
+    sized = {"num_entities": model_cfg.num_entities, "num_relations": model_cfg.num_relations}
+    differing = differences(
+        {**saved.model_config.to_dict(), **sized}, model_cfg.to_dict(), ("there", "here")
+    )
     if differing:
         raise TrainError(f"--init-from {directory}: other model settings ({'; '.join(differing)})")
-    return saved.params, saved.batch_stats
+    params = saved.params
+    if growth.grown:
+        fresh = model.init_params(jax.random.PRNGKey(seed), model_cfg)
+        params = grow(params, {k: np.asarray(fresh[k]) for k in ("entity", "relation")}, growth)
+        log.info("vocabulary_grown", init_from=str(directory), **growth.to_dict())
+    return params, saved.batch_stats, growth
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -284,7 +284,11 @@ def train_and_evaluate(
             raise ValueError("resume needs the output folder that holds the checkpoint")
         state, run = checkpoint.load(out_dir, state, run)
         shuffler.bit_generator.state = run.shuffler_state
-        train_cfg = replace(train_cfg, init_from=run.train_config.get("init_from", ""))
+        train_cfg = replace(
+            train_cfg,
+            init_from=run.train_config.get("init_from", ""),
+            init_vocabulary=run.train_config.get("init_vocabulary", {}),
+        )
         log.info("resumed", epochs_done=run.epochs_done, best_epoch=run.best_epoch)
     else:
         if init is not None:
