@@ -42,8 +42,13 @@ eval-sim:  ## after make run: the calibrator on held-out SIM questions against t
 	$(GEOPOL) eval calibrate --config $(CONFIG) --valid $(SIM_SCORES)/calibrate-live-K10.safetensors \
 	  --test $(SIM_SCORES)/heldout-live-K10.safetensors --truth $(RUN_DIR)/simulate --data $(RUN_DIR)/datasets/SIM
 
+# test processes side by side (pytest-xdist), each file on one worker so its module fixtures are
+# built once (loadgroup would also share tests/ops' session-built pipeline, but pytest 9.2 no
+# longer lets xdist rename node ids, so its groups are ignored: that pipeline is built per worker)
+TEST_WORKERS ?= 2
+
 test:  ## the whole test suite (no GPU, no network)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the property tests (hypothesis) of the frame decoder and the GDELT reader under the long profile:
 # 20,000 examples per decoder property, a third of that per reader property (tens of minutes; CI

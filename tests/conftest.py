@@ -23,6 +23,15 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUZZ_CORPUS = REPO_ROOT / "tests" / "fuzz_corpus"
 
+# XLA's compiled programs, kept on disk for every test process and the processes tests start:
+# the suite trains and serves the same tiny RE-GCN shapes in dozens of processes, and compiling
+# them anew in each process cost a sixth of its run time (15:20 -> 12:45 on two cores). Set
+# before any test imports jax; the cache is keyed by the program and the jaxlib version, so it
+# never serves a stale build.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / ".pytest_cache" / "jax-compilation")
+)
+
 
 class KeptCorpus(DirectoryBasedExampleDatabase):
     """Hypothesis's example database, committed: every failing example lands here and every later
