@@ -16,14 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError
 from services.graph.artifact import load as load_artifact
 from services.graph.config import ModelConfig, TrainConfig, differences
-from services.graph.vocab_growth import Growth, VocabularyGrowthError, check_extends, grow
+from services.graph.vocab_growth import Growth, VocabularyGrowthError, check_extends
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
 from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
@@ -265,9 +264,7 @@ def train_graph(request: TrainRequest, dataset: TkgDataset) -> Any:
                 f"--init-from {request.init_from} is the --out folder: the run would overwrite "
                 "the model it starts from; copy it elsewhere first"
             )
-        params, stats, growth = _initial_parameters(
-            request.init_from, model_cfg, dataset, request.seed
-        )
+        params, stats, growth = _initial_parameters(request.init_from, model_cfg, dataset)
         init = (params, stats)
         train_cfg = replace(train_cfg, init_vocabulary=growth.to_dict())
     try:
@@ -305,18 +302,15 @@ def _warn_if_shortened(epochs: int, progress: dict[str, Any]) -> None:
 
 
 def _initial_parameters(
-    directory: Path, model_cfg: ModelConfig, dataset: TkgDataset, seed: int
+    directory: Path, model_cfg: ModelConfig, dataset: TkgDataset
 ) -> tuple[Any, Any, Growth]:
-    """Parameters and statistics of a saved model of this dataset built like ``model_cfg``.
+    """Parameters and statistics of a saved model of this dataset built like ``model_cfg``, and
+    how the vocabulary grew since.
 
-    The dataset's vocabulary may extend the artifact's (a live store's later export): the old
-    rows are carried over and the new ones initialised (``vocab_growth``); any other vocabulary,
+    The dataset's vocabulary may extend the artifact's (a live store's later export): the trainer
+    then initialises the rows the parameters lack (``vocab_growth.grow``); any other vocabulary,
     or other model settings, is refused.
     """
-    import jax  # the caller has configured it
-
-    from services.graph import model
-
     try:
         saved = load_artifact(directory)
         growth = check_extends(saved.manifest["data"], dataset.entity_names, dataset.relation_names)
@@ -333,12 +327,9 @@ def _initial_parameters(
     )
     if differing:
         raise TrainError(f"--init-from {directory}: other model settings ({'; '.join(differing)})")
-    params = saved.params
     if growth.grown:
-        fresh = model.init_params(jax.random.PRNGKey(seed), model_cfg)
-        params = grow(params, {k: np.asarray(fresh[k]) for k in ("entity", "relation")}, growth)
         log.info("vocabulary_grown", init_from=str(directory), **growth.to_dict())
-    return params, saved.batch_stats, growth
+    return saved.params, saved.batch_stats, growth
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import optax
 import structlog
 from tqdm import tqdm
 
-from services.graph import checkpoint, model, ranking
+from services.graph import checkpoint, model, ranking, vocab_growth
 from services.graph.artifact import DataInfo, load, save
 from services.graph.config import ModelConfig, TrainConfig
 from services.graph.queries import step_queries, with_inverse
@@ -259,7 +259,8 @@ def train_and_evaluate(
 
     With ``out_dir`` set, a checkpoint of the whole run is written after every epoch and
     ``resume`` continues from it. ``init`` starts from trained parameters instead of random ones
-    (a warm start: fresh optimiser moments; ``train_cfg.init_from`` says where they came from);
+    (a warm start: fresh optimiser moments; ``train_cfg.init_from`` says where they came from),
+    which may lack the rows of entities and relations added since (``vocab_growth.grow``);
     their validation score is the best-so-far that the first epoch must beat, and they are saved
     as the artifact with ``best_epoch`` -1 until an epoch does.
     """
@@ -291,8 +292,9 @@ def train_and_evaluate(
         )
         log.info("resumed", epochs_done=run.epochs_done, best_epoch=run.best_epoch)
     else:
-        if init is not None:
-            params, batch_stats = jax.tree.map(jnp.asarray, init)
+        if init is not None:  # rows of a grown vocabulary come from this run's initialisation
+            params = vocab_growth.grow(init[0], jax.device_get(state.params))
+            params, batch_stats = jax.tree.map(jnp.asarray, (params, init[1]))
             state = state._replace(params=params, batch_stats=batch_stats)
         if out_dir is not None:  # replaces any older run's checkpoint and marks this one begun
             checkpoint.save(out_dir, state, run)

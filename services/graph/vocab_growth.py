@@ -75,29 +75,25 @@ def check_extends(
     return Growth(sizes["entities"], sizes["relations"])
 
 
-def grow(old: dict[str, Any], fresh: dict[str, Any], growth: Growth) -> dict[str, Any]:
-    """``old`` parameters with the vocabulary rows of ``fresh`` (a new model's initialisation)
-    appended; ``fresh`` gives the shapes every grown array must have."""
-    n_old, n_new = growth.entities
-    r_old, r_new = growth.relations
-    entity = np.array(fresh["entity"], dtype=np.float32, copy=True)
-    _check_rows("entity", old["entity"], n_old, entity.shape)
-    entity[:n_old] = old["entity"]
-    relation = np.array(fresh["relation"], dtype=np.float32, copy=True)
-    _check_rows("relation", old["relation"], 2 * r_old, relation.shape)
-    relation[:r_old] = old["relation"][:r_old]
-    relation[r_new : r_new + r_old] = old["relation"][r_old:]
-    if entity.shape[0] != n_new or relation.shape[0] != 2 * r_new:
-        raise VocabularyGrowthError(
-            f"fresh parameters have {entity.shape[0]} entities and {relation.shape[0]} relation "
-            f"rows; {n_new} and {2 * r_new} are expected"
-        )
-    return {**old, "entity": entity, "relation": relation}
-
-
-def _check_rows(name: str, array: Any, rows: int, shape: tuple[int, ...]) -> None:
-    if np.shape(array)[0] != rows or np.shape(array)[1:] != shape[1:]:
-        raise VocabularyGrowthError(
-            f"{name} of the artifact is {list(np.shape(array))}, expected {rows} rows of "
-            f"width {list(shape[1:])}"
-        )
+def grow(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """``old`` parameters with the vocabulary rows they lack taken from ``fresh`` (a new model's
+    initialisation, whose shapes give the grown sizes); with no growth, ``old`` as it is."""
+    entity, relation = np.asarray(old["entity"]), np.asarray(old["relation"])
+    for name, array in (("entity", entity), ("relation", relation)):
+        target = np.shape(fresh[name])
+        if array.shape[0] > target[0] or array.shape[1:] != target[1:]:
+            raise VocabularyGrowthError(
+                f"{name} of the artifact is {list(array.shape)}, which does not fit in the "
+                f"{list(target)} of this model"
+            )
+    n_old, r_old, r_new = (
+        entity.shape[0],
+        relation.shape[0] // 2,
+        np.shape(fresh["relation"])[0] // 2,
+    )
+    grown_entity = np.array(fresh["entity"], dtype=np.float32)
+    grown_entity[:n_old] = entity
+    grown_relation = np.array(fresh["relation"], dtype=np.float32)
+    grown_relation[:r_old] = relation[:r_old]
+    grown_relation[r_new : r_new + r_old] = relation[r_old:]
+    return {**old, "entity": grown_entity, "relation": grown_relation}

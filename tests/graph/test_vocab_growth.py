@@ -26,7 +26,7 @@ def test_grow_copies_old_rows_and_moves_inverse_relations() -> None:
     rng = np.random.default_rng(0)
     old = {"entity": rng.normal(size=(3, 2)), "relation": rng.normal(size=(4, 2)), "gru": [1.0]}
     fresh = {"entity": np.full((5, 2), 7.0), "relation": np.full((6, 2), 9.0)}
-    grown = grow(old, fresh, Growth(entities=(3, 5), relations=(2, 3)))
+    grown = grow(old, fresh)  # 3 -> 5 entities, 2 -> 3 relations
     np.testing.assert_array_equal(grown["entity"][:3], old["entity"].astype(np.float32))
     np.testing.assert_array_equal(grown["entity"][3:], 7.0)
     relation = grown["relation"]
@@ -36,7 +36,7 @@ def test_grow_copies_old_rows_and_moves_inverse_relations() -> None:
     np.testing.assert_array_equal(relation[5], 9.0)  # its inverse
     assert grown["gru"] is old["gru"]
     with pytest.raises(VocabularyGrowthError, match=r"entity of the artifact is \[3, 2\]"):
-        grow(old, fresh, Growth(entities=(4, 5), relations=(2, 3)))
+        grow(old, {**fresh, "entity": np.zeros((2, 2))})  # fewer rows than the artifact
 
 
 def test_check_extends_accepts_a_prefix_only() -> None:
