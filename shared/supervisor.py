@@ -39,6 +39,9 @@ that crashes later it restarts at once."""
 ALIVE = frozenset({ProcessStates.STARTING, ProcessStates.RUNNING})
 STOPPABLE = ALIVE | {ProcessStates.BACKOFF}
 _UNIX_PATH_MAX = 107  # sun_path, less its terminating NUL
+_PID_SUFFIX = len(".4194304")
+"""supervisord binds ``SOCKET.PID`` first and links it to SOCKET, so the path it binds is longer
+than the socket's by a dot and a pid (up to Linux's largest pid_max)."""
 
 
 class PipelineError(RuntimeError):
@@ -148,9 +151,10 @@ class Supervisor:
         """Write the config and return the run dir's supervisor, started if none runs; a running
         one takes the new config for every stage that is not running (the others keep theirs
         until they are restarted)."""
-        if len(str(files.socket)) > _UNIX_PATH_MAX:
+        room = _UNIX_PATH_MAX - _PID_SUFFIX
+        if len(str(files.socket)) > room:
             raise PipelineError(
-                f"{files.socket}: longer than a unix socket path may be ({_UNIX_PATH_MAX} "
+                f"{files.socket}: longer than supervisord's unix socket path may be ({room} "
                 "characters); use a shorter paths.run_dir (or GEOPOL_RUN_DIR)"
             )
         files.folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,11 @@ class Supervisor:
             if found is not None:
                 return found
             time.sleep(0.1)
-        said = [line for line in out.read_text(errors="replace").splitlines() if line.strip()]
+        said = [
+            line
+            for line in out.read_text(errors="replace").splitlines()
+            if line.strip() and not line.startswith("For help, use")  # its usage hint, not why
+        ]
         reason = said[-1] if said else f"see {files.log_dir / 'supervisord.log'}"
         raise PipelineError(f"{files.conf}: supervisord did not start: {reason}")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -45,10 +47,12 @@ def _bound(pattern: str, port: int) -> dict[str, object]:
 class Pipeline:
     """A config of relay stages in a temporary run dir, and ``geopol pipeline`` run on it."""
 
-    def __init__(self, root: Path, stages: dict[str, str]) -> None:
-        """``stages``: name -> ``relay`` or ``dies`` (a module that exits 3 at once)."""
+    def __init__(self, root: Path, run_dir: Path, stages: dict[str, str]) -> None:
+        """``stages``: name -> ``relay`` or ``dies`` (a module that exits 3 at once).
+        ``run_dir`` is apart from ``root`` because supervisord's socket path must stay short,
+        and pytest's per-worker temporary folders are long."""
         self.root = root
-        self.run_dir = root / "run"
+        self.run_dir = run_dir
         modules = root / "stages"
         modules.mkdir()
         self.ports: dict[str, dict[str, int]] = {}
@@ -126,7 +130,8 @@ def make_pipeline(tmp_path: Path) -> Iterator:
     made: list[Pipeline] = []
 
     def make(**stages: str) -> Pipeline:
-        made.append(Pipeline(tmp_path, stages))
+        run_dir = Path(tempfile.mkdtemp(prefix="geopol-run-"))
+        made.append(Pipeline(tmp_path, run_dir, stages))
         return made[-1]
 
     yield make
@@ -135,6 +140,7 @@ def make_pipeline(tmp_path: Path) -> Iterator:
         pid = pipeline.supervisord_pid()
         if pid is not None and _alive(pid):
             os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(pipeline.run_dir, ignore_errors=True)
 
 
 def _pid(line: str) -> int:
@@ -249,3 +255,22 @@ def test_down_stops_every_stage_and_the_supervisor(make_pipeline) -> None:
     for stage in ("alpha", "beta"):  # each drained: the loop's own last event
         assert '"event": "stage_stopped"' in (p.run_dir / "log" / f"{stage}.log").read_text()
     assert p.run("down").stdout.strip() == "pipeline: not running"
+
+
+def test_a_run_dir_too_long_for_supervisords_socket_is_refused_by_name(tmp_path: Path) -> None:
+    """supervisord binds SOCKET.PID before it links SOCKET, so a run dir whose socket path
+    fits sun_path by only a few characters still fails inside supervisord, which says only
+    "AF_UNIX path too long"; `up` must refuse it first and name the path and the fix."""
+    base = Path(tempfile.mkdtemp(prefix="gp-"))
+    tail = len("/supervisor/supervisor.sock")
+    run_dir = base / ("r" * (103 - tail - len(str(base)) - 1))
+    socket_path = run_dir / "supervisor" / "supervisor.sock"
+    assert len(str(socket_path)) == 103  # fits sun_path, but not with a pid suffix
+    try:
+        done = Pipeline(tmp_path, run_dir, {"alpha": "relay"}).run("up")
+    finally:
+        shutil.rmtree(base)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{socket_path}: longer than supervisord's unix socket path" in done.stderr
+    assert "paths.run_dir" in done.stderr
+    assert not socket_path.exists()
