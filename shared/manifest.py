@@ -81,6 +81,20 @@ def member(
     return Path(directory) / str(name)
 
 
+def read_versioned_json(
+    path: Path, version: int, what: str, error: type[Exception]
+) -> dict[str, Any]:
+    """:func:`read_json`, refused unless its ``format_version`` is ``version``: a file written
+    by another version of the code is named, not misread."""
+    document = read_json(path, what, error)
+    if document.get("format_version") != version:
+        raise error(
+            f"{what}: format_version is {document.get('format_version')!r} "
+            f"but {version} is expected"
+        )
+    return document
+
+
 @dataclass(frozen=True)
 class Fields:
     """Typed access to the fields of a parsed manifest, refusing with the folder's error type.
@@ -143,3 +157,12 @@ def read_with_sha256(
             "(file changed after saving)"
         )
     return payload
+
+
+def differences(first: dict[str, Any], second: dict[str, Any], names: tuple[str, str]) -> list[str]:
+    """``"key: A <first name>, B <second name>"`` for each key whose values differ, sorted."""
+    return [
+        f"{key}: {first.get(key)!r} {names[0]}, {second.get(key)!r} {names[1]}"
+        for key in sorted(set(first) | set(second))
+        if first.get(key) != second.get(key)
+    ]

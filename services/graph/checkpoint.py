@@ -37,9 +37,8 @@ import jax
 import numpy as np
 from safetensors import numpy as st_numpy
 
-from services.graph.config import differences
 from shared.atomic import atomic_write_bytes
-from shared.manifest import Fields, read_json, read_with_sha256
+from shared.manifest import Fields, differences, read_versioned_json, read_with_sha256
 
 DIRECTORY = "checkpoint"
 PROGRESS_FILE = "progress.json"
@@ -227,12 +226,7 @@ def _read_progress(directory: Path) -> dict[str, Any]:
     """progress.json after checking its format, that it holds exactly the known fields with
     their types, and that its state file is a plain name inside the checkpoint folder."""
     what = f"checkpoint {directory}"
-    document = read_json(directory / PROGRESS_FILE, what, CheckpointError)
-    if document.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{what}: format_version is {document.get('format_version')!r} "
-            f"but {FORMAT_VERSION} is expected"
-        )
+    document = read_versioned_json(directory / PROGRESS_FILE, FORMAT_VERSION, what, CheckpointError)
     unknown = sorted(set(document) - set(_PROGRESS_TYPES) - {"format_version"})
     if unknown:
         raise CheckpointError(f"{what}: {PROGRESS_FILE} has unknown fields {unknown}")

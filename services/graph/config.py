@@ -110,12 +110,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "buckets": list(self.buckets)}
-
-
-def differences(first: dict[str, Any], second: dict[str, Any], names: tuple[str, str]) -> list[str]:
-    """``"key: A <first name>, B <second name>"`` for each key whose values differ, sorted."""
-    return [
-        f"{key}: {first.get(key)!r} {names[0]}, {second.get(key)!r} {names[1]}"
-        for key in sorted(set(first) | set(second))
-        if first.get(key) != second.get(key)
-    ]

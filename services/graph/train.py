@@ -21,10 +21,11 @@ import structlog
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError
 from services.graph.artifact import load as load_artifact
-from services.graph.config import ModelConfig, TrainConfig, differences
+from services.graph.config import ModelConfig, TrainConfig
 from services.graph.vocab_growth import Growth, VocabularyGrowthError, check_extends
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.log import configure_logging
+from shared.manifest import differences
 from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
 
 STATIC_GRAPH_FILE = "e-w-graph.txt"

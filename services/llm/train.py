@@ -7,7 +7,8 @@ vocabulary for the paper's LM loss). AdamW with linear warm-up and decay, gradie
 accumulation; a NaN/Inf loss stops the run naming the step. Validation accuracy on a fixed
 sample is measured at every ``valid_every`` and ``curve_at`` question count (the learning curve);
 the best state is kept, and training stops after ``patience`` validations without a better one.
-An alignment phase (``align_questions``) first trains the adapters and z_f alone.
+An alignment phase (``align_questions``) first trains the adapters and z_f alone. A checkpoint
+after every validation lets a cut run continue exactly where it was (services.llm.checkpoint).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from services.llm import checkpoint as llm_checkpoint
+from services.llm.checkpoint import LoopPosition
 from services.llm.questions import QuestionBatch, Vocabulary, export_batch
 from services.llm.scoring import OptionScorer
 from shared.config import LlmTrainConfig, RecipeSettings
@@ -134,6 +137,7 @@ class TrainResult:
     stopped_early: bool = False
     trainable: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    resumed_from: int = 0
 
 
 def trainable_report(scorer: OptionScorer) -> dict[str, int]:
@@ -179,9 +183,13 @@ def train(
     valid_rows: np.ndarray,
     *,
     progress: bool = True,
-    on_checkpoint: Callable[[int, float], None] | None = None,
+    checkpoint: llm_checkpoint.Checkpoint | None = None,
 ) -> TrainResult:
-    """Train ``scorer`` in place on ``train_rows``; leaves it holding the best validated state."""
+    """Train ``scorer`` in place on ``train_rows``; leaves it holding the best validated state.
+
+    With ``checkpoint``, the run continues from the checkpoint there when one exists, and one
+    is written after each validation.
+    """
     vocab, valid_vocab = Vocabulary.of_export(train_export), Vocabulary.of_export(valid_export)
     lora = lora_parameters(scorer)
     adapters = list(scorer.adapters.parameters()) if scorer.adapters is not None else []
@@ -207,43 +215,61 @@ def train(
             len(train_rows),
         }
     )
-    marks = [m for m in marks if m <= len(train_rows)]
     rng = np.random.default_rng(settings.seed)
     best_state: dict[str, torch.Tensor] | None = None
-    since_best, seen, step, start, valid_s = 0, 0, 0, time.perf_counter(), 0.0
-    bar = tqdm(total=len(train_rows), unit="q", desc="train llm", disable=not progress)
+    at = LoopPosition(marks=[m for m in marks if m <= len(train_rows)])
+    saved = llm_checkpoint.load(checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        at, best_state = saved.position, saved.best or None
+        _load_trainable_state(scorer, saved.now)
+        optimizer.load_state_dict(saved.optimizer)
+        schedule.load_state_dict(saved.schedule)
+        torch.set_rng_state(saved.torch_rng)
+        rng.bit_generator.state = at.rng_state
+        result = TrainResult(**{**at.result, "resumed_from": at.seen})
+        log.info("llm_resumed", questions=at.seen, step=at.step, best=result.best_questions)
+    start, valid_s = time.perf_counter(), 0.0
+    bar = tqdm(
+        total=len(train_rows), initial=at.seen, unit="q", desc="train llm", disable=not progress
+    )
     optimizer.zero_grad(set_to_none=True)
-    while seen < len(train_rows):
-        aligning = seen < recipe.align_questions
+    while at.seen < len(train_rows):
+        aligning = at.seen < recipe.align_questions
         for p in lora:
             p.requires_grad_(not aligning)
         scorer.train()
-        k = _k_for(seen, recipe, rng)
-        rows = train_rows[seen : seen + settings.batch]
+        k = _k_for(at.seen, recipe, rng)
+        rows = train_rows[at.seen : at.seen + settings.batch]
         batch = export_batch(train_export, vocab, rows, k, recipe.steps, settings.seed)
         loss = question_loss(scorer, batch, recipe)
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"loss is {loss.item()} at step {step} (questions {seen}..{seen + len(rows)})"
+                f"loss is {loss.item()} at step {at.step} "
+                f"(questions {at.seen}..{at.seen + len(rows)})"
             )
         (loss / settings.accumulation).backward()
-        seen += len(rows)
+        at.seen += len(rows)
         result.final_loss = loss.item()
-        if (seen // settings.batch) % settings.accumulation == 0 or seen >= len(train_rows):
+        stepped = (at.seen // settings.batch) % settings.accumulation == 0
+        if stepped or at.seen >= len(train_rows):
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], settings.clip)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-        elapsed = time.perf_counter() - start - valid_s
+            at.step += 1
+        elapsed = at.train_s + time.perf_counter() - start - valid_s
         bar.update(len(rows))
         bar.set_postfix(
-            loss=f"{result.final_loss:.3f}", K=k, qps=f"{seen / elapsed:.2f}", align=aligning
+            loss=f"{result.final_loss:.3f}",
+            K=k,
+            qps=f"{(at.seen - result.resumed_from) / max(1e-9, elapsed - at.train_s):.2f}",
+            align=aligning,
         )
-        if step % 20 == 1 and scorer.adapters is not None:
+        if at.step % 20 == 1 and scorer.adapters is not None:
             _warn_collapse(scorer, batch, result)
-        while marks and seen >= marks[0]:
-            mark, began = marks.pop(0), time.perf_counter()
+        validated = False
+        while at.marks and at.seen >= at.marks[0]:
+            mark, began, validated = at.marks.pop(0), time.perf_counter(), True
             acc = accuracy(
                 scorer,
                 valid_export,
@@ -269,21 +295,26 @@ def train(
                 k=settings.valid_k,
                 loss=round(result.final_loss, 4),
             )
-            if on_checkpoint is not None:
-                on_checkpoint(mark, acc)
             if acc > result.best_acc:
-                result.best_acc, result.best_questions, since_best = acc, mark, 0
+                result.best_acc, result.best_questions, at.since_best = acc, mark, 0
                 best_state = _trainable_state(scorer)
             else:
-                since_best += 1
+                at.since_best += 1
             valid_s += time.perf_counter() - began  # validation time is not training time
-        if since_best >= settings.patience:
+        if validated and checkpoint is not None and stepped:  # no gradient left half-summed
+            at.train_s, at.rng_state = elapsed, rng.bit_generator.state
+            at.result = asdict(result)
+            llm_checkpoint.save(
+                checkpoint, at, _trainable_state(scorer), best_state, optimizer, schedule
+            )
+        if at.since_best >= settings.patience:
             result.stopped_early = True
-            log.info("llm_early_stop", questions=seen, best=result.best_questions)
+            log.info("llm_early_stop", questions=at.seen, best=result.best_questions)
             break
     bar.close()
-    result.questions_seen = seen
-    result.samples_per_s = seen / max(1e-9, time.perf_counter() - start - valid_s)
+    result.questions_seen = at.seen
+    trained_s = time.perf_counter() - start - valid_s
+    result.samples_per_s = (at.seen - result.resumed_from) / max(1e-9, trained_s)
     if best_state is not None:
         _load_trainable_state(scorer, best_state)
     scorer.refresh_prefix_cache()

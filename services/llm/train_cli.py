@@ -3,6 +3,8 @@
 Everything is validated before any weights are loaded: the config, the exports (manifest, every
 file's sha256, dtypes and shapes), that training and validation exports come from the same graph
 artifact, and that the recipe fits them (history steps, option counts, question counts).
+A run cut short (a killed process, an ended session) leaves a checkpoint beside ``--out`` at its
+last validation; the same command continues from it, ``--fresh`` starts again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from services.llm import artifact as llm_artifact
-from services.llm.backbone import BackboneError, load_backbone, pick_dtype, resolve
+from services.llm import checkpoint as llm_checkpoint
+from services.llm.backbone import (
+    BackboneError,
+    BackboneSource,
+    load_backbone,
+    pick_dtype,
+    resolve,
+)
 from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary
 from services.llm.torch_process import configure_torch
@@ -74,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(SELECTIONS),
         default="random",
         help="how training questions are chosen",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the checkpoint of a cut run (.OUT.checkpoint beside --out) instead of "
+        "continuing it; without this flag a rerun of the same command resumes where it stopped",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -163,6 +178,28 @@ def _vocab_hashes(manifest: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def run_identity(
+    config: Config,
+    settings: LlmTrainConfig,
+    recipe: RecipeSettings,
+    source: BackboneSource,
+    exports: tuple[ExportedSplit, np.ndarray, ExportedSplit, np.ndarray],
+) -> dict[str, Any]:
+    """What a checkpoint must match to continue this run: the same backbone, exports, rows in
+    the same order, recipe and settings (JSON, as progress.json records it)."""
+    data, rows, valid, valid_rows = exports
+    return {
+        "backbone": {"name": source.name, "weights_sha256": source.weights_sha256},
+        "llm": config.llm.model_dump(mode="json", include={"dtype", "load_in_4bit", "lora"}),
+        "data": {k: data.manifest[k] for k in ("graph_artifact", "dataset", "split", "protocol")},
+        "valid": {k: valid.manifest[k] for k in ("dataset", "split", "protocol")},
+        "rows_sha256": llm_checkpoint.rows_sha256(rows),
+        "valid_rows_sha256": llm_checkpoint.rows_sha256(valid_rows),
+        "recipe": recipe.model_dump(mode="json"),
+        "settings": settings.model_dump(mode="json"),
+    }
+
+
 def run(
     config: Config,
     settings: LlmTrainConfig,
@@ -170,10 +207,16 @@ def run(
     recipe_name: str,
     out: Path,
     progress: bool,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     data, rows, valid, valid_rows = plan(settings, recipe)
     configure_torch(config.llm)
     source = resolve(config.llm.backbone, config.backbone_cache)
+    identity = run_identity(config, settings, recipe, source, (data, rows, valid, valid_rows))
+    checkpoint = llm_checkpoint.Checkpoint.beside(out, identity)
+    if fresh:
+        llm_checkpoint.discard(checkpoint)
+    llm_checkpoint.load(checkpoint)  # a checkpoint of another run is refused before loading
     backbone = load_backbone(
         source,
         pick_dtype(config.llm.dtype),
@@ -182,13 +225,24 @@ def run(
     )
     with_lora(backbone, config.llm.lora, settings.seed)
     scorer = build_scorer(recipe, backbone, data.dim, settings.seed)
-    result = train(scorer, recipe, settings, data, rows, valid, valid_rows, progress=progress)
+    result = train(
+        scorer,
+        recipe,
+        settings,
+        data,
+        rows,
+        valid,
+        valid_rows,
+        progress=progress,
+        checkpoint=checkpoint,
+    )
     info = lineage(data, rows, recipe)
     info["recipe_name"] = recipe_name
     info["train"] = {**asdict(result), "settings": settings.model_dump(mode="json")}
     saved = llm_artifact.save(
         out, scorer, recipe, config.llm.lora, Vocabulary.of_export(data), info
     )
+    llm_checkpoint.discard(checkpoint)  # the artifact holds the run now
     return {
         "out": str(out),
         "artifact": saved.artifact_id,
@@ -198,6 +252,7 @@ def run(
                 "best_acc",
                 "best_questions",
                 "questions_seen",
+                "resumed_from",
                 "samples_per_s",
                 "trainable",
                 "curve",
@@ -213,7 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("llm", config.logging.level, config.logging.format)
         settings, recipe, name = settings_from(args, config)
         summary = run(
-            config, settings, recipe, name, args.out or config.llm_artifact, not args.no_progress
+            config,
+            settings,
+            recipe,
+            name,
+            args.out or config.llm_artifact,
+            not args.no_progress,
+            args.fresh,
         )
     except (
         ConfigError,
@@ -222,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         BackboneError,
         TrainingError,
         llm_artifact.LlmArtifactError,
+        llm_checkpoint.LlmCheckpointError,
         OSError,
     ) as exc:
         print(f"geopol train llm: {exc}", file=sys.stderr)

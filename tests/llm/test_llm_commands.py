@@ -260,3 +260,38 @@ def test_the_llm_modules_never_import_jax() -> None:
         "jaxlib": False,
         "services.graph": False,
     }
+
+
+def test_train_llm_killed_mid_run_resumes_from_its_checkpoint_when_rerun(
+    tmp_path: Path, tiny_backbone: Path, tiny_export: Path
+) -> None:
+    """SIGKILL after the first validation's checkpoint; the same command then continues from
+    it (another plan is refused by name), and the finished artifact leaves no checkpoint."""
+    artifact = tmp_path / "artifact"
+    config = write_config(tmp_path, tiny_backbone, artifact)
+    command = [*GEOPOL, "train", "llm", "--config", str(config), "--data", str(tiny_export)]
+    command += ["--no-progress", "--questions", "64"]
+    progress = tmp_path / ".artifact.checkpoint" / "progress.json"
+    first = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while not progress.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert progress.exists() and not (artifact / "manifest.json").exists()
+    cut_at = json.loads(progress.read_text())["position"]["seen"]
+
+    other = geopol(*command[len(GEOPOL) : -1], "48")
+    assert other.returncode == 2
+    assert "is of another run" in other.stderr and "settings" in other.stderr
+    assert "--fresh" in other.stderr
+
+    done = geopol(*command[len(GEOPOL) :])
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert 16 <= summary["resumed_from"] == cut_at < 64
+    assert summary["questions_seen"] == 64
+    assert [p["train_questions"] for p in summary["curve"]] == [16, 32, 48, 64]
+    assert (artifact / "manifest.json").is_file() and not progress.parent.exists()
