@@ -49,15 +49,11 @@ class LlmCheckpointError(ValueError):
 
 @dataclass
 class LoopPosition:
-    """Where the training loop stands: what JSON holds of it (tensors live in the state file).
-
-    ``train_s`` is training time before this leg, so samples/s stays right across legs.
-    """
+    """Where the training loop stands: what JSON holds of it (tensors live in the state file)."""
 
     seen: int = 0
     step: int = 0
     since_best: int = 0
-    train_s: float = 0.0
     marks: list[int] = field(default_factory=list)
     rng_state: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)

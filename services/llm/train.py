@@ -184,11 +184,12 @@ def train(
     *,
     progress: bool = True,
     checkpoint: llm_checkpoint.Checkpoint | None = None,
+    resume: llm_checkpoint.Saved | None = None,
 ) -> TrainResult:
     """Train ``scorer`` in place on ``train_rows``; leaves it holding the best validated state.
 
-    With ``checkpoint``, the run continues from the checkpoint there when one exists, and one
-    is written after each validation.
+    With ``checkpoint``, one is written after each validation; ``resume`` (that checkpoint, as
+    the caller loaded and checked it) continues the run from where it was saved.
     """
     vocab, valid_vocab = Vocabulary.of_export(train_export), Vocabulary.of_export(valid_export)
     lora = lora_parameters(scorer)
@@ -218,13 +219,12 @@ def train(
     rng = np.random.default_rng(settings.seed)
     best_state: dict[str, torch.Tensor] | None = None
     at = LoopPosition(marks=[m for m in marks if m <= len(train_rows)])
-    saved = llm_checkpoint.load(checkpoint) if checkpoint is not None else None
-    if saved is not None:
-        at, best_state = saved.position, saved.best or None
-        _load_trainable_state(scorer, saved.now)
-        optimizer.load_state_dict(saved.optimizer)
-        schedule.load_state_dict(saved.schedule)
-        torch.set_rng_state(saved.torch_rng)
+    if resume is not None:
+        at, best_state = resume.position, resume.best or None
+        _load_trainable_state(scorer, resume.now)
+        optimizer.load_state_dict(resume.optimizer)
+        schedule.load_state_dict(resume.schedule)
+        torch.set_rng_state(resume.torch_rng)
         rng.bit_generator.state = at.rng_state
         result = TrainResult(**{**at.result, "resumed_from": at.seen})
         log.info("llm_resumed", questions=at.seen, step=at.step, best=result.best_questions)
@@ -257,12 +257,12 @@ def train(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             at.step += 1
-        elapsed = at.train_s + time.perf_counter() - start - valid_s
+        leg_s = time.perf_counter() - start - valid_s  # this process's training time so far
         bar.update(len(rows))
         bar.set_postfix(
             loss=f"{result.final_loss:.3f}",
             K=k,
-            qps=f"{(at.seen - result.resumed_from) / max(1e-9, elapsed - at.train_s):.2f}",
+            qps=f"{(at.seen - result.resumed_from) / max(1e-9, leg_s):.2f}",
             align=aligning,
         )
         if at.step % 20 == 1 and scorer.adapters is not None:
@@ -302,8 +302,7 @@ def train(
                 at.since_best += 1
             valid_s += time.perf_counter() - began  # validation time is not training time
         if validated and checkpoint is not None and stepped:  # no gradient left half-summed
-            at.train_s, at.rng_state = elapsed, rng.bit_generator.state
-            at.result = asdict(result)
+            at.rng_state, at.result = rng.bit_generator.state, asdict(result)
             llm_checkpoint.save(
                 checkpoint, at, _trainable_state(scorer), best_state, optimizer, schedule
             )
@@ -313,8 +312,8 @@ def train(
             break
     bar.close()
     result.questions_seen = at.seen
-    trained_s = time.perf_counter() - start - valid_s
-    result.samples_per_s = (at.seen - result.resumed_from) / max(1e-9, trained_s)
+    leg_s = time.perf_counter() - start - valid_s
+    result.samples_per_s = (at.seen - result.resumed_from) / max(1e-9, leg_s)  # this leg's
     if best_state is not None:
         _load_trainable_state(scorer, best_state)
     scorer.refresh_prefix_cache()

@@ -216,7 +216,7 @@ def run(
     checkpoint = llm_checkpoint.Checkpoint.beside(out, identity)
     if fresh:
         llm_checkpoint.discard(checkpoint)
-    llm_checkpoint.load(checkpoint)  # a checkpoint of another run is refused before loading
+    resume = llm_checkpoint.load(checkpoint)  # another run's is refused before the backbone loads
     backbone = load_backbone(
         source,
         pick_dtype(config.llm.dtype),
@@ -235,6 +235,7 @@ def run(
         valid_rows,
         progress=progress,
         checkpoint=checkpoint,
+        resume=resume,
     )
     info = lineage(data, rows, recipe)
     info["recipe_name"] = recipe_name

@@ -45,6 +45,7 @@ def _train(backbone_dir: Path, export_dir: Path, checkpoint: llm_checkpoint.Chec
         rows[-SETTINGS.valid_questions :],
         progress=False,
         checkpoint=checkpoint,
+        resume=llm_checkpoint.load(checkpoint) if checkpoint is not None else None,
     )
     return scorer, result
 
