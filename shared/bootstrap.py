@@ -9,6 +9,9 @@ the one file that proves it done and the files it was made from; like make, a st
 that file is missing or older than one of them, and everything after it then runs too (its
 inputs are newer). ``--force`` runs every step.
 
+The chain from the store on (:func:`model_steps`) is also what ``geopol retrain``
+(shared/retrain.py) runs to build a later generation in its own folder.
+
 Each step is the ``geopol`` command a person would type, run as a child process with this
 terminal, so its own progress bar shows; a step that fails stops the chain with a line naming it,
 and what the finished steps built is kept for the next try. shared/ may not import a stage, and
@@ -25,14 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import generations
 from shared.config import Config
 from shared.live_state import history_path
 from shared.stage_inputs import ARTIFACT_MANIFEST
 
 STORE_LOG = "ingested.jsonl"  # the event store's commit log: one line per ingested source
 DATASET_MARKER = "stat.txt"  # the last of the RE-Net files `dataset from-store` writes
-TRAIN_EXPORT = "train"
-CALIBRATE_EXPORT = "calibrate-live"
 
 Runner = Callable[[Sequence[str]], int]
 """Runs ``geopol ARGS...`` and returns its exit status."""
@@ -53,80 +55,97 @@ class Step:
 
 
 def plan(config: Config, config_path: Path) -> list[Step]:
-    """The steps that build what the config's stages serve, in order."""
+    """The steps that build what the config's stages serve (generation 0), in order."""
+    return source_steps(config, config_path) + model_steps(
+        config, config_path, generations.generation(config, 0)
+    )
+
+
+def source_steps(config: Config, config_path: Path) -> list[Step]:
+    """The steps that fill the event store: backfill live history, or simulate and ingest."""
     cfg = str(config_path)
-    k = str(config.graph.candidates)
-    graph = config.graph_artifact
-    graph_manifest = graph / ARTIFACT_MANIFEST
-    data = config.dataset_dir
-    train_export = config.embeddings_dir / TRAIN_EXPORT
-    live_export = config.embeddings_dir / CALIBRATE_EXPORT
-    llm_manifest = config.llm_artifact / ARTIFACT_MANIFEST
-    table = config.scores_dir / f"{CALIBRATE_EXPORT}-K{k}.safetensors"
-    store_log = config.store_dir / STORE_LOG
-    steps: list[Step] = []
     source = config.ingest.source
     live = config.ingest.live
     if live is not None and live.bootstrap_days:
-        steps.append(
-            Step("backfill", ("ingest", "backfill", "--config", cfg), history_path(config))
-        )
-    if config.ingest.live is None and source is not None:
-        world = config.bootstrap.simulate
-        steps.append(
-            Step(
-                "simulate",
-                ("simulate", "--config", cfg, "--out", str(source), "--steps", str(world.steps),
-                 "--actors", str(world.actors), "--events-per-step", str(world.events_per_step),
-                 "--birth-rate", str(world.birth_rate),
-                 "--seed", str(world.seed)),
-                source,
-            )
-        )  # fmt: skip
-        steps.append(
-            Step(
-                "ingest", ("ingest", "--config", cfg, "--source", str(source)), store_log, (source,)
-            )
-        )
-    steps += [
-        Step("dataset", ("dataset", "from-store", "--config", cfg), data / DATASET_MARKER, (store_log,)),
-        Step("train graph", ("train", "graph", "--config", cfg), graph_manifest, (config.train_data,)),
+        return [Step("backfill", ("ingest", "backfill", "--config", cfg), history_path(config))]
+    if live is not None or source is None:
+        return []
+    world = config.bootstrap.simulate
+    return [
+        Step(
+            "simulate",
+            ("simulate", "--config", cfg, "--out", str(source), "--steps", str(world.steps),
+             "--actors", str(world.actors), "--events-per-step", str(world.events_per_step),
+             "--birth-rate", str(world.birth_rate), "--seed", str(world.seed)),
+            source,
+        ),
+        Step("ingest", ("ingest", "--config", cfg, "--source", str(source)),
+             config.store_dir / STORE_LOG, (source,)),
+    ]  # fmt: skip
+
+
+def model_steps(
+    config: Config, config_path: Path, target: generations.Generation, init_from: Path | None = None
+) -> list[Step]:
+    """The steps from the event store to a calibrator, writing generation ``target``: export the
+    store as a benchmark folder, train the graph model (warm-started from ``init_from`` when
+    given), export its answers, train the LLM on them, score live questions and fit the
+    calibrator on those scores. Generation 0 keeps the config's own paths and training data."""
+    cfg = str(config_path)
+    k = str(config.graph.candidates)
+    graph, data = target.graph, target.dataset
+    graph_manifest = graph / ARTIFACT_MANIFEST
+    llm_manifest = target.llm / ARTIFACT_MANIFEST
+    table = target.scores / f"{generations.CALIBRATE_EXPORT}-K{k}.safetensors"
+    first = target.number == 0
+    dataset_out = config.dataset_dir if first else data  # gen 0 may train on graph.train.data
+    llm_data = (config.llm.train.data if first else None) or target.train_export
+    warm = () if init_from is None else ("--init-from", str(init_from))
+    return [
+        # a retrained generation keeps the export it began with: a chain cut and resumed
+        # finishes on that data, not on a store that has grown since
+        Step("dataset", ("dataset", "from-store", "--config", cfg, "--out", str(dataset_out)),
+             dataset_out / DATASET_MARKER, (config.store_dir / STORE_LOG,) if first else ()),
+        Step("train graph", ("train", "graph", "--config", cfg, "--data", str(data), "--out",
+                             str(graph), *warm),
+             graph_manifest, (data,)),
         Step(
             "export train",
             ("export", "embeddings", "--artifact", str(graph), "--data", str(data), "--split",
-             "valid", "--protocol", "tgl-mcq", "--k", k, "--inverse", "--out", str(train_export)),
-            train_export / ARTIFACT_MANIFEST,
+             "valid", "--protocol", "tgl-mcq", "--k", k, "--inverse", "--out",
+             str(target.train_export)),
+            target.train_export / ARTIFACT_MANIFEST,
             (graph_manifest, data / DATASET_MARKER),
         ),
         Step(
             "train llm",
-            ("train", "llm", "--config", cfg),
+            ("train", "llm", "--config", cfg, "--data", str(llm_data), "--out", str(target.llm)),
             llm_manifest,
-            (config.llm.train.data or train_export,),
+            (llm_data,),
         ),
         Step(
             "export calibrate",
             ("export", "embeddings", "--artifact", str(graph), "--data", str(data), "--split",
-             "test", "--protocol", "live", "--k", k, "--out", str(live_export)),
-            live_export / ARTIFACT_MANIFEST,
+             "test", "--protocol", "live", "--k", k, "--out", str(target.live_export)),
+            target.live_export / ARTIFACT_MANIFEST,
             (graph_manifest, data / DATASET_MARKER),
         ),
         Step(
             "score calibrate",
-            ("llm", "score", "--config", cfg, "--artifact", str(config.llm_artifact), "--data",
-             str(live_export), "--sample", str(config.bootstrap.calibrate_questions), "--method",
-             "tgl-llm", "--out", str(table)),
+            ("llm", "score", "--config", cfg, "--artifact", str(target.llm), "--data",
+             str(target.live_export), "--sample", str(config.bootstrap.calibrate_questions),
+             "--method", "tgl-llm", "--out", str(table)),
             table,
-            (llm_manifest, live_export / ARTIFACT_MANIFEST),
+            (llm_manifest, target.live_export / ARTIFACT_MANIFEST),
         ),
         Step(
             "train calibrate",
-            ("train", "calibrate", "--config", cfg, "--table", str(table)),
-            config.calibrator_artifact / ARTIFACT_MANIFEST,
+            ("train", "calibrate", "--config", cfg, "--table", str(table), "--out",
+             str(target.calibrator)),
+            target.calibrator / ARTIFACT_MANIFEST,
             (table,),
         ),
     ]  # fmt: skip
-    return steps
 
 
 def newest_mtime(path: Path) -> float | None:

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-baselines": ("services.graph.baselines", "frequency and recurrency baselines (ranking)"),
     "pipeline": ("shared.pipeline", "start, stop or restart the stage processes"),
     "serve": ("shared.serve", "run one stage in the foreground"),
+    "retrain": (
+        "shared.retrain",
+        "build the next generation of artifacts from the grown store; the stages switch to it",
+    ),
     "status": ("shared.status", "show each stage's liveness and counters"),
     "keys": ("shared.keys", "make a CurveZMQ key pair for a stage or client (multi-host)"),
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),

@@ -420,6 +420,17 @@ class BootstrapConfig(_Section):
     calibrate_questions: int = Field(default=240, gt=0)
 
 
+class RetrainConfig(_Section):
+    """``geopol retrain``: build the next generation of artifacts while the stages serve.
+
+    ``every_steps`` None (the default) retrains only when asked; a number makes ``geopol
+    pipeline up`` run ``geopol retrain --watch`` beside the stages, which retrains once that many
+    steps have closed since the served generation's data, checking every ``poll_s`` seconds."""
+
+    every_steps: int | None = Field(default=None, gt=0)
+    poll_s: float = Field(default=30.0, gt=0)
+
+
 class Config(_Section):
     """A whole way to run the pipeline."""
 
@@ -433,6 +444,7 @@ class Config(_Section):
     llm: LlmConfig = LlmConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
+    retrain: RetrainConfig = RetrainConfig()
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")

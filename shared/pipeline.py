@@ -16,6 +16,10 @@ named stages (the others keep running) and starts them as ``up`` does; ``down`` 
 SIGTERM, so each finishes the message in hand (the journal re-sends anything lost), and with no
 stage named stops supervisord too.
 
+With ``retrain.every_steps`` set, ``up`` of the whole pipeline also starts ``geopol retrain
+--watch`` as the program ``retrain`` (shared/retrain.py: it builds the next generation of
+artifacts beside the stages, which switch to it at a step boundary); ``down`` stops it too.
+
 Logs are ``RUN_DIR/log/STAGE.log``. ``GEOPOL_STAGE_MODULES="name=module,..."`` runs other modules
 as stages, or adds stages (each module's ``main`` gets ``--config FILE``); the tests use it.
 """
@@ -44,6 +48,7 @@ SERVICES = {
     "calibrate": "services.calibrate.service",
 }
 MODULES_ENV = "GEOPOL_STAGE_MODULES"
+RETRAIN = "retrain"  # the supervised program that is not a stage (no sockets, no heartbeat)
 STOP_TIMEOUT_S = 15.0
 WAIT_S = 120.0
 POLL_S = 0.25
@@ -194,6 +199,8 @@ def up(config: Config, config_path: Path, stages: list[str], named: bool, wait_s
         pid = supervisor.start(stage)
         print(f"{stage}: started (pid {pid}), log {log}")
         launches.append(Launch(stage, pid, log, log_from, since))
+    if not named and config.retrain.every_steps is not None:
+        _start_retrainer(config, supervisor)
     print(f"waiting up to {wait_s:g}s for each stage's heartbeat ...")
     healthy = wait_healthy(config, supervisor, launches, wait_s)
     if healthy:
@@ -205,6 +212,19 @@ def up(config: Config, config_path: Path, stages: list[str], named: bool, wait_s
             f"(health and counters); logs in {supervisor.files.log_dir}/"
         )
     return 0 if healthy and ok else 1
+
+
+def _start_retrainer(config: Config, supervisor: Supervisor) -> None:
+    """Start ``geopol retrain --watch`` beside the stages, unless it runs already."""
+    info = supervisor.info(RETRAIN)
+    if info["state"] in ALIVE:
+        print(f"{RETRAIN}: already running (pid {info['pid']})")
+        return
+    pid = supervisor.start(RETRAIN)
+    print(
+        f"{RETRAIN}: started (pid {pid}), every {config.retrain.every_steps} closed steps, "
+        f"log {supervisor.files.stage_log(RETRAIN)}"
+    )
 
 
 def down(config: Config, stages: list[str] | None) -> int:
@@ -240,6 +260,11 @@ def _supervisor(config: Config, config_path: Path, modules: Mapping[str, str]) -
         for stage in config.stages
         if stage in modules
     }
+    if config.retrain.every_steps is not None:
+        commands[RETRAIN] = [
+            sys.executable, "-m", "shared.cli", RETRAIN, "--config", str(config_path.resolve()),
+            "--watch",
+        ]  # fmt: skip
     return Supervisor.ensure(files, render(files, commands, Path.cwd(), STOP_TIMEOUT_S))
 
 

@@ -28,11 +28,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared import generations
 from shared.config import DEFAULT_CONFIG, Config, StageConfig, load_config
 from shared.file_quarantine import FileQuarantine
 from shared.journal import Journal
 from shared.live_state import LiveStateError, read_state, state_path
 from shared.protocol import DeadLetterWriter
+from shared.retrain import read_state as retrain_state
 from shared.stage_inputs import missing_input
 
 NOT_BUILT = "not-built"
@@ -203,13 +205,7 @@ def live_line(config: Config, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
 
     def ago(at: float | None) -> str:
-        if at is None:
-            return "never"
-        seconds = max(0.0, now - at)
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if seconds >= size:
-                return f"{int(seconds // size)}{unit} ago"
-        return f"{seconds:.0f}s ago"
+        return _ago(at, now)
 
     outcome = {True: " (ok)", False: " (failed)", None: ""}[state.last_poll_ok]
     file = f"{state.last_file} {ago(state.last_file_at)}" if state.last_file else "none"
@@ -218,6 +214,40 @@ def live_line(config: Config, now: float | None = None) -> str | None:
         f"live: {state.polls} poll(s), {state.failed_polls} failed, last poll "
         f"{ago(state.last_poll_at)}{outcome}, last file {file}, last error {error}"
     )
+
+
+def _ago(at: float | None, now: float) -> str:
+    if at is None:
+        return "never"
+    seconds = max(0.0, now - at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def generation_lines(config: Config, now: float | None = None) -> list[str]:
+    """Which generation of artifacts is served (shared/generations.py) and what the retrainer
+    last did (shared/retrain.py); nothing before the first retrain, unless one is scheduled."""
+    state = retrain_state(config)
+    try:
+        served = generations.current(config)
+    except generations.GenerationError as exc:
+        return [f"generation: pointer unreadable ({exc})"]
+    if served.number == 0 and state is None:
+        every = config.retrain.every_steps
+        return [] if every is None else [f"retrain: every {every} closed steps, not run yet"]
+    lines = [f"generation: {served.number} served ({served.graph})"]
+    if state is not None:
+        now = time.time() if now is None else now
+        what = {
+            "waiting": f"waiting, {state.steps_since}/{state.every_steps} steps closed since "
+            "the served data",
+            "building": f"building generation {state.building}",
+            "failed": f"generation {state.building} failed: {state.last_error}",
+        }.get(state.state, state.state)
+        lines.append(f"retrain: {what} (updated {_ago(state.updated_at, now)})")
+    return lines
 
 
 def details(config: Config, stage: str) -> list[str]:
@@ -280,4 +310,6 @@ def main(argv: list[str] | None = None) -> int:
         for line in [oov_line(scraped[r.stage]), *details(config, r.stage)]:
             if line is not None:
                 print(f"  {line}")
+    for line in generation_lines(config):
+        print(line)
     return 0 if healthy(rows) else 1

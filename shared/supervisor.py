@@ -116,6 +116,8 @@ def render(files: Files, commands: Mapping[str, list[str]], cwd: Path, stop_s: f
             "startretries = 3",
             "stopsignal = TERM",
             f"stopwaitsecs = {stop_s:g}",
+            "stopasgroup = true",  # the retrainer's geopol step stops with it
+            "killasgroup = true",
             f"stdout_logfile = {value(files.stage_log(stage))}",
             "stdout_logfile_maxbytes = 50MB",
             "stdout_logfile_backups = 5",

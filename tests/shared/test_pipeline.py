@@ -47,8 +47,11 @@ def _bound(pattern: str, port: int) -> dict[str, object]:
 class Pipeline:
     """A config of relay stages in a temporary run dir, and ``geopol pipeline`` run on it."""
 
-    def __init__(self, root: Path, run_dir: Path, stages: dict[str, str]) -> None:
-        """``stages``: name -> ``relay`` or ``dies`` (a module that exits 3 at once).
+    def __init__(
+        self, root: Path, run_dir: Path, stages: dict[str, str], retrain_every: int | None = None
+    ) -> None:
+        """``stages``: name -> ``relay`` or ``dies`` (a module that exits 3 at once);
+        ``retrain_every``: the config's ``retrain.every_steps``.
         ``run_dir`` is apart from ``root`` because supervisord's socket path must stay short,
         and pytest's per-worker temporary folders are long."""
         self.root = root
@@ -73,6 +76,7 @@ class Pipeline:
             "paths": {"run_dir": str(self.run_dir)},
             "logging": {"level": "info", "format": "json"},
             "graph": {"artifact": str(root / "no-graph-artifact")},
+            "retrain": {"every_steps": retrain_every, "poll_s": 0.5},
             "stages": config_stages,
         }
         self.config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -129,9 +133,9 @@ def _alive(pid: int) -> bool:
 def make_pipeline(tmp_path: Path) -> Iterator:
     made: list[Pipeline] = []
 
-    def make(**stages: str) -> Pipeline:
+    def make(retrain_every: int | None = None, **stages: str) -> Pipeline:
         run_dir = Path(tempfile.mkdtemp(prefix="geopol-run-"))
-        made.append(Pipeline(tmp_path, run_dir, stages))
+        made.append(Pipeline(tmp_path, run_dir, stages, retrain_every))
         return made[-1]
 
     yield make
@@ -255,6 +259,31 @@ def test_down_stops_every_stage_and_the_supervisor(make_pipeline) -> None:
     for stage in ("alpha", "beta"):  # each drained: the loop's own last event
         assert '"event": "stage_stopped"' in (p.run_dir / "log" / f"{stage}.log").read_text()
     assert p.run("down").stdout.strip() == "pipeline: not running"
+
+
+def test_with_retrain_every_steps_up_runs_the_retrainer_and_down_stops_it(make_pipeline) -> None:
+    p = make_pipeline(retrain_every=3, alpha="relay")
+    done = p.run("up")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = p.line(done, "retrain")
+    assert line.startswith("retrain: started (pid ") and "every 3 closed steps" in line, line
+    retrainer = _pid(line)
+    state = p.run_dir / "generations" / "retrain.json"
+    deadline = time.monotonic() + 60
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = subprocess.run(
+        [*GEOPOL, "status", "--config", str(p.config)],
+        capture_output=True, text=True, timeout=60, cwd=p.root, env=p.env,
+    )  # fmt: skip
+    # no store yet: the failure is shown, and the retrainer keeps running to try again
+    assert "retrain: generation 1 failed: no event store at " in status.stdout, status.stdout
+    assert _alive(retrainer)
+    again = p.run("up")
+    assert f"retrain: already running (pid {retrainer})" in again.stdout, again.stdout
+    down = p.run("down")
+    assert "retrain: stopped" in down.stdout, down.stdout
+    assert not _alive(retrainer)
 
 
 def test_a_run_dir_too_long_for_supervisords_socket_is_refused_by_name(tmp_path: Path) -> None:
