@@ -9,6 +9,12 @@ re-sending. On start the unsent rows of a crash are re-published with their own 
 Every heartbeat publishes ``hugz`` (the last sequence) and resolves the steps whose events have
 arrived, publishing one scorecard per step with the rolling one (also written to
 RUN_DIR/calibrate/DATASET/scorecard.json).
+
+A SCORES message is calibrated by the calibrator fitted on the scores of the llm artifact it
+names: the served one, or that of another finished generation (shared/generations.py), loaded
+when its first message arrives, so the forecasts in flight across a retrain's switch are each
+calibrated by their own chain. Scores of an llm artifact no calibrator was fitted on are refused
+(dead-lettered) by name.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from services.calibrate.ledger import Ledger, Recorded
 from services.calibrate.publisher import HUGZ, SCORECARD, Publisher, SnapshotServer, wire_parts
 from services.calibrate.resolution import rolling, step_card
 from shared import facts as shared_facts
-from shared import sim_truth
+from shared import generations, sim_truth
 from shared.abstention import read_abstention
 from shared.atomic import atomic_write_text
 from shared.calendar import step_date
@@ -53,6 +59,8 @@ ACCEPTS = {"scores": frozenset({MessageType.SCORES, MessageType.ABSTAIN})}
 DONE = "done"
 
 Send = Callable[[list[bytes]], None]
+Served = tuple[ProtocolCalibration, str]
+"""A live calibration and the id of the calibrator artifact it comes from."""
 
 
 class CalibrateStage:
@@ -75,9 +83,12 @@ class CalibrateStage:
         truth_source: Path | None = None,
         step_minutes: int = 15,
         scorecard_file: Path | None = None,
+        find: Callable[[str], Served | None] | None = None,
     ) -> None:
-        self.calibration = calibration
-        self.calibrator_id = calibrator_id
+        fitted_on = str(calibration.source.get("llm_artifact"))
+        self.calibrations = generations.ByUpstream(
+            fitted_on, (calibration, calibrator_id), find or _none
+        )
         self.ledger = ledger
         self.send = send
         self.limits = limits
@@ -98,18 +109,25 @@ class CalibrateStage:
         if message.type is MessageType.ABSTAIN:
             return self._unknown_to_model(message)
         scored = read_scores(message)  # a bad message raises: the runtime dead-letters it
-        if len(scored.candidates) != self.calibration.k:
+        served = self.calibrations.named_in(message.meta, "llm_artifact")
+        if served is None:
+            raise ScoresError(
+                f"scores of llm artifact {message.meta.get('llm_artifact')!r}: no calibrator of a finished generation was "
+                f"fitted on them (the newest was fitted on {self.calibrations.latest!r})"
+            )
+        calibration, calibrator_id = served
+        if len(scored.candidates) != calibration.k:
             raise ScoresError(
                 f"{len(scored.candidates)} candidates; the live calibration was fitted at "
-                f"K={self.calibration.k}"
+                f"K={calibration.k}"
             )
-        lineage = self._lineage(message)
+        lineage = self._lineage(message, calibrator_id)
         calendar = message.meta.get("calendar")
         evidence = self._evidence(calendar) if self.store is not None else None
 
         def build(seq: int) -> Message:
             return build_forecast(
-                scored, self.calibration, lineage, seq, evidence, self.evidence_candidates
+                scored, calibration, lineage, seq, evidence, self.evidence_candidates
             )
 
         return self._deliver(message, scored.step, topic_of(scored.subject, scored.relation), build)
@@ -123,7 +141,8 @@ class CalibrateStage:
             self._key("relations", abstention.relation, "relation"),
         )
         date = _date(message.meta.get("calendar"), abstention.step)
-        lineage = self._lineage(message)
+        served = self.calibrations.named_in(message.meta, "llm_artifact")
+        lineage = self._lineage(message, (served or self.calibrations.newest)[1])
 
         def build(seq: int) -> Message:
             return build_unknown_forecast(abstention, names, date, lineage, seq)
@@ -140,11 +159,11 @@ class CalibrateStage:
                 pass
         return f"{what} {key_id}"
 
-    def _lineage(self, message: Message) -> dict[str, Any]:
+    def _lineage(self, message: Message, calibrator_id: str) -> dict[str, Any]:
         return {
             "graph_artifact": message.meta.get("graph_artifact"),
             "llm_artifact": message.meta.get("llm_artifact"),
-            "calibrator_artifact": self.calibrator_id,
+            "calibrator_artifact": calibrator_id,
             "data_cutoff": message.meta.get("data_cutoff"),
         }
 
@@ -266,6 +285,10 @@ class CalibrateStage:
         )
 
 
+def _none(_llm_artifact: str) -> None:
+    """The default lookup: no calibrator but the one the stage was built with."""
+
+
 def _forecast_meta(row: Recorded) -> dict[str, Any]:
     """The meta of a recorded forecast (its own header: written by this stage)."""
     header = msgpack.unpackb(row.parts[1], raw=False)
@@ -289,16 +312,27 @@ def ledger_path(config: Config) -> Path:
 
 
 def build_stage(config: Config, send: Send) -> CalibrateStage:
-    saved = calibrator_artifact.load(config.calibrator_artifact)
-    calibration = saved.protocol("live")
+    """The served generation's calibrator; another generation's is loaded when scores of its
+    llm artifact arrive."""
+    saved = calibrator_artifact.load(generations.current(config).calibrator)
     store = None
     if (config.store_dir / "store.json").is_file():
         store = EventStore(config.store_dir, step_minutes=config.ingest.mapping.step_minutes)
     else:
         log.warning("no_event_store_no_evidence_no_resolution", store=str(config.store_dir))
+
+    def find(llm: str) -> Served | None:
+        for generation in generations.finished(config):
+            if (generation.calibrator / calibrator_artifact.MANIFEST).is_file():
+                found = calibrator_artifact.load(generation.calibrator)
+                if found.manifest.get("llm_artifact") == llm:
+                    log.info("calibrator_loaded", generation=generation.number, llm_artifact=llm)
+                    return found.protocol("live"), found.artifact_id
+        return None
+
     settings = config.calibrate
     return CalibrateStage(
-        calibration,
+        saved.protocol("live"),
         saved.artifact_id,
         Ledger(ledger_path(config)),
         send,
@@ -311,6 +345,7 @@ def build_stage(config: Config, send: Send) -> CalibrateStage:
         truth_source=_truth_source(config),
         step_minutes=config.ingest.mapping.step_minutes,
         scorecard_file=ledger_path(config).with_name("scorecard.json"),
+        find=find,
     )
 
 

@@ -25,6 +25,12 @@ restart and one built for a re-sent query therefore hold the same facts, and a s
 before the horizon (a copy sent again after an ingest restart, or one that arrives after a
 rebuild covered its step) carries nothing new and is skipped.
 
+The served generation (shared/generations.py) changes at a step boundary only: when a SNAPSHOT
+closes a step, the stage first reads the generation pointer, and when ``geopol retrain`` has
+promoted a new generation it loads that graph artifact (with its training folder, window and
+recurrency baseline) and serves every later query with it. A generation that fails to load is
+logged and the old one keeps serving; the next step boundary tries again.
+
 This module imports no JAX: ``main`` sets the memory budget (``jax_env.configure``, invariant 3)
 before the JAX modules are imported in :func:`build_stage`, and :class:`GraphStage` only calls
 methods of the model and window it is given.
@@ -35,7 +41,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +51,7 @@ import numpy as np
 from services.graph import jax_env
 from services.graph.artifact import ArtifactError, GraphArtifact, load, read_manifest
 from services.graph.oov import OovCounter
+from shared import generations
 from shared.abstention import abstain
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.event_store import EventStore, StoreError
@@ -64,6 +72,21 @@ OUT = "embeddings"
 ACCEPTS = {"queries": frozenset({MessageType.SNAPSHOT, MessageType.QUERY})}
 
 
+@dataclass(frozen=True)
+class ServedGraph:
+    """What one generation serves: its model, a window sized to its vocabulary, and the
+    recurrency baseline tuned on its training folder (None without that folder)."""
+
+    graph_model: GraphModel
+    window: RecentWindow
+    recurrency: StoreRecurrency | None
+
+
+Swap = Callable[[], ServedGraph | None]
+"""Called at each step boundary: the newly promoted generation, loaded, or None for no change.
+May raise (a broken artifact): the stage logs it and keeps what it serves."""
+
+
 class GraphStage:
     """State and behaviour of the graph stage, independent of sockets."""
 
@@ -76,16 +99,22 @@ class GraphStage:
         recurrency: StoreRecurrency | None = None,
         late_steps: int = 8,
         oov: OovCounter | None = None,
+        swap: Swap | None = None,
     ) -> None:
-        self.graph_model = graph_model
         self.oov = oov or OovCounter()
-        self.window = window
         self.store = store
         self.candidates = candidates
-        self.recurrency = recurrency
+        self.late_steps = late_steps
+        self.swap = swap
+        self.serve(ServedGraph(graph_model, window, recurrency))
+
+    def serve(self, served: ServedGraph) -> None:
+        """Answer from now on with ``served``; nothing cached from another model is kept."""
+        self.graph_model = served.graph_model
+        self.window = served.window
+        self.recurrency = served.recurrency
         self._cache: tuple[int, WindowEmbeddings] | None = None
         self._late: OrderedDict[int, WindowEmbeddings] = OrderedDict()
-        self.late_steps = late_steps
 
     def handle(self, _socket: str, message: Message) -> list[Route]:
         """SNAPSHOT: advance the window (no reply). QUERY: one EMBEDDINGS reply."""
@@ -102,6 +131,7 @@ class GraphStage:
         module docstring: a closed step never changes in the store)."""
         step = _int_meta(message.meta, "step")
         triples = _snapshot_triples(message)
+        self._swap_at_boundary(step)
         horizon = self.window.horizon
         if horizon is not None and step <= horizon:
             log.debug("snapshot_already_seen", step=step, horizon=horizon)
@@ -112,6 +142,21 @@ class GraphStage:
             self.window.rebuild(self.store, before=step)
         self.window.advance(step, triples)
         log.info("snapshot_applied", step=step, facts=len(triples))
+
+    def _swap_at_boundary(self, step: int) -> None:
+        """Switch to a newly promoted generation, if there is one, before step ``step`` is
+        applied: its window starts empty and is rebuilt from the store below."""
+        if self.swap is None:
+            return
+        old = self.graph_model.artifact_id
+        try:
+            served = self.swap()
+        except (OSError, ArtifactError, StoreError, ValueError, RuntimeError) as exc:
+            log.error("generation_swap_failed", step=step, serving=old, reason=str(exc))
+            return
+        if served is not None:
+            self.serve(served)
+            log.info("generation_swapped", step=step, old=old, new=self.graph_model.artifact_id)
 
     def _missed_before(self, step: int) -> bool:
         """Whether the store holds a step between the horizon and ``step`` (or nothing is known)."""
@@ -305,12 +350,32 @@ def _check_prefix(store: EventStore, what: str, stored: list[str], names: list[s
 
 
 def build_stage(config: Config) -> GraphStage:
-    """Load and check the artifact, then start JAX. Call only after ``jax_env.configure``."""
-    settings = config.graph
-    training = training_data(config.train_data)
-    artifact = load_artifact(config.graph_artifact, training)
+    """Load and check the served generation, then start JAX. Call only after
+    ``jax_env.configure``. The stage swaps to a generation ``geopol retrain`` promotes later."""
+    served = generations.current(config)
     store = EventStore(config.store_dir, step_minutes=config.ingest.mapping.step_minutes)
-    check_vocabulary(store, artifact.manifest, training, config.train_data)
+    first = load_served(config, served, store)
+    watch = generations.PointerWatch(config, served.number)
+
+    def swap() -> ServedGraph | None:
+        promoted = watch.changed()
+        if promoted is None:
+            return None
+        loaded = load_served(config, promoted, store)
+        watch.accept(promoted)
+        return loaded
+
+    return GraphStage(
+        first.graph_model, first.window, store, config.graph.candidates, first.recurrency,
+        config.graph.late_steps, swap=swap,
+    )  # fmt: skip
+
+
+def load_served(config: Config, served: generations.Generation, store: EventStore) -> ServedGraph:
+    """One generation's graph artifact, checked against its training folder and the store."""
+    training = training_data(served.dataset)
+    artifact = load_artifact(served.graph, training)
+    check_vocabulary(store, artifact.manifest, training, served.dataset)
 
     from services.graph.embeddings import GraphModel  # JAX starts here, after configure
     from services.graph.history import RecentWindow
@@ -318,13 +383,20 @@ def build_stage(config: Config) -> GraphStage:
     graph_model = GraphModel.from_artifact(artifact)
     cfg = graph_model.cfg
     window = RecentWindow(
-        cfg.num_entities, cfg.num_relations, cfg.history, settings.steps, settings.min_bucket
+        cfg.num_entities,
+        cfg.num_relations,
+        cfg.history,
+        config.graph.steps,
+        config.graph.min_bucket,
     )
-    log.info("graph_model_loaded", artifact=graph_model.artifact_id, steps=settings.steps)
+    log.info(
+        "graph_model_loaded",
+        artifact=graph_model.artifact_id,
+        generation=served.number,
+        steps=config.graph.steps,
+    )
     recurrency = live_recurrency(training, store, cfg.num_entities, cfg.num_relations)
-    return GraphStage(
-        graph_model, window, store, settings.candidates, recurrency, settings.late_steps
-    )
+    return ServedGraph(graph_model, window, recurrency)
 
 
 def live_recurrency(

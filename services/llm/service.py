@@ -10,6 +10,12 @@ stacks them), and keeps the query's meta (candidate ids,
 graph artifact, data cut-off) with the llm artifact id added: the forecast's lineage. The names
 and date the LLM read, and the calendar of the steps, go along for the forecast's text.
 
+Each message names the graph artifact that made it, and is scored by the llm artifact trained on
+that graph artifact's answers: the served one, or one of another finished generation
+(shared/generations.py), loaded when its first message arrives. So across a retrain's switch the
+old generation's queries still in flight are scored by the old chain and the new ones by the
+new, none refused; a graph artifact no finished generation was trained on is refused by name.
+
 The process never imports JAX (invariant 3) and caps its GPU memory with
 ``torch.cuda.set_per_process_memory_fraction`` before the model is loaded.
 """
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,7 @@ from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
 from services.llm.scoring import OptionScorer
 from services.llm.torch_process import configure_torch
+from shared import generations
 from shared.abstention import pass_on
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from shared.graph_frames import META_FIELDS, candidate_ids, check_frames, recurrency_scores
@@ -42,18 +51,35 @@ OUT = "scores"
 ACCEPTS = {"embeddings": frozenset({MessageType.EMBEDDINGS, MessageType.ABSTAIN})}
 
 
+@dataclass(frozen=True)
+class ServedLlm:
+    """One llm artifact ready to score: the model, its prompt words and its manifest."""
+
+    scorer: OptionScorer
+    vocab: Vocabulary
+    artifact: llm_artifact.LlmArtifact
+
+    @property
+    def graph_artifact(self) -> str:
+        """The graph artifact whose answers it was trained on (and the only one it reads)."""
+        return str(self.artifact.manifest["graph"]["artifact"])
+
+
 class LlmStage:
-    """State and behaviour of the llm stage, independent of sockets."""
+    """State and behaviour of the llm stage, independent of sockets.
+
+    ``find`` returns the llm artifact trained on a given graph artifact, loaded, or None; the
+    default finds none but the one given."""
 
     def __init__(
-        self, scorer: OptionScorer, vocab: Vocabulary, artifact: llm_artifact.LlmArtifact
+        self,
+        scorer: OptionScorer,
+        vocab: Vocabulary,
+        artifact: llm_artifact.LlmArtifact,
+        find: Callable[[str], ServedLlm | None] | None = None,
     ) -> None:
-        self.scorer = scorer
-        self.vocab = vocab
-        self.artifact_id = artifact.artifact_id
-        self.graph_dim = artifact.graph_dim
-        self.steps = artifact.steps
-        self.graph_artifact = artifact.manifest["graph"]["artifact"]
+        first = ServedLlm(scorer, vocab, artifact)
+        self.served = generations.ByUpstream(first.graph_artifact, first, find or _none)
 
     def handle(self, socket: str, message: Message) -> list[Route]:
         return self.handle_batch(socket, [message])
@@ -61,50 +87,60 @@ class LlmStage:
     def handle_batch(self, _socket: str, messages: list[Message]) -> list[Route]:
         """Score every message; raises on any bad one (the runtime then retries them singly).
         An abstention (the graph model has no embedding for the query) is passed on unscored,
-        with this stage's lineage and calendar, for the forecast that says so."""
-        replies: dict[int, Message] = {
-            i: pass_on(m, llm_artifact=self.artifact_id, calendar=self.vocab.calendar)
-            for i, m in enumerate(messages)
-            if m.type is MessageType.ABSTAIN
-        }
-        questions = {i: self._question(m) for i, m in enumerate(messages) if i not in replies}
-        by_k: dict[int, list[int]] = {}
-        for i, (batch, _) in questions.items():
-            by_k.setdefault(batch.num_options, []).append(i)
-        for indices in by_k.values():
-            scores = self.scorer.score(stack_batches([questions[i][0] for i in indices]))
+        with the lineage and calendar of the llm artifact its graph artifact goes with."""
+        replies: dict[int, Message] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
+        questions: dict[int, tuple[QuestionBatch, np.ndarray, ServedLlm]] = {}
+        for i, m in enumerate(messages):
+            if m.type is MessageType.ABSTAIN:
+                served = self.served.named_in(m.meta, "graph_artifact") or self.served.newest
+                replies[i] = pass_on(
+                    m, llm_artifact=served.artifact.artifact_id, calendar=served.vocab.calendar
+                )
+                continue
+            served = self._served_for(m)
+            batch, order = self._question(m, served)
+            questions[i] = (batch, order, served)
+            groups.setdefault((id(served), batch.num_options), []).append(i)
+        for indices in groups.values():
+            served = questions[indices[0]][2]
+            scores = served.scorer.score(stack_batches([questions[i][0] for i in indices]))
             for row, i in enumerate(indices):
-                batch, order = questions[i]
-                replies[i] = self._reply(messages[i], scores[row], order, batch.texts[0])
+                batch, order, _ = questions[i]
+                replies[i] = self._reply(messages[i], scores[row], order, batch.texts[0], served)
         return [(OUT, replies[i]) for i in range(len(messages))]
 
-    def _question(self, message: Message) -> tuple[QuestionBatch, np.ndarray]:
-        """One question in letter order, and the letter order (candidate positions)."""
-        frames = check_frames(message.frames, dim=self.graph_dim)
-        if frames.steps < self.steps:
+    def _served_for(self, message: Message) -> ServedLlm:
+        served = self.served.named_in(message.meta, "graph_artifact")
+        if served is None:
             raise ValueError(
-                f"the graph sends T={frames.steps} steps, the llm artifact reads {self.steps}"
+                f"embeddings of graph artifact {message.meta.get('graph_artifact')!r}: no llm artifact of a finished "
+                f"generation was trained on it (the newest one reads {self.served.latest!r})"
             )
-        if message.meta.get("graph_artifact") != self.graph_artifact:
+        return served
+
+    def _question(self, message: Message, served: ServedLlm) -> tuple[QuestionBatch, np.ndarray]:
+        """One question in letter order, and the letter order (candidate positions)."""
+        frames = check_frames(message.frames, dim=served.artifact.graph_dim)
+        steps = served.artifact.steps
+        if frames.steps < steps:
             raise ValueError(
-                f"embeddings of graph artifact {message.meta.get('graph_artifact')!r}, the llm "
-                f"artifact was trained on {self.graph_artifact!r}"
+                f"the graph sends T={frames.steps} steps, the llm artifact reads {steps}"
             )
         k = frames.num_candidates
         ids = candidate_ids(message.meta, k)
         order, _ = option_positions(-1, k, k, seed=_seed_of(message.id), row=0)
         meta = message.meta
-        steps = -self.steps
         batch = QuestionBatch(
-            subject=np.asarray(frames.subject[steps:])[None],
+            subject=np.asarray(frames.subject[-steps:])[None],
             relation=np.asarray(frames.relation)[None],
-            candidates=np.asarray(frames.candidates[order][:, steps:])[None],
+            candidates=np.asarray(frames.candidates[order][:, -steps:])[None],
             scores=np.asarray(frames.scores[order])[None],
             query=np.asarray(frames.query)[None],
             candidate_ids=ids[order][None],
             target=np.array([-1]),
             texts=[
-                self.vocab.question(
+                served.vocab.question(
                     int(meta["subject"]), int(meta["relation"]), int(meta["step"]), ids[order]
                 )
             ],
@@ -112,7 +148,12 @@ class LlmStage:
         return batch, order
 
     def _reply(
-        self, message: Message, letter_scores: np.ndarray, order: np.ndarray, text: QuestionText
+        self,
+        message: Message,
+        letter_scores: np.ndarray,
+        order: np.ndarray,
+        text: QuestionText,
+        served: ServedLlm,
     ) -> Message:
         in_candidate_order = np.empty_like(letter_scores)
         in_candidate_order[order] = letter_scores
@@ -131,15 +172,19 @@ class LlmStage:
             trace_id=message.trace_id,
             meta={
                 **{k: message.meta[k] for k in META_FIELDS if k in message.meta},
-                "llm_artifact": self.artifact_id,
+                "llm_artifact": served.artifact.artifact_id,
                 "frames": ["llm_scores", "graph_scores"]
                 + ([] if recurrency is None else ["recurrency_scores"]),
                 # the words the LLM read, for the forecast a person reads
                 "names": {"subject": text.subject, "relation": text.relation, "candidates": names},
                 "date": text.date,
-                "calendar": self.vocab.calendar,
+                "calendar": served.vocab.calendar,
             },
         )
+
+
+def _none(_graph_artifact: str) -> None:
+    """The default lookup: no llm artifact but the one the stage was built with."""
 
 
 def _seed_of(message_id: str) -> int:
@@ -151,9 +196,28 @@ def _seed_of(message_id: str) -> int:
 
 
 def build_stage(config: Config) -> LlmStage:
-    """Check the artifact and the backbone's identity, then load the model."""
+    """Check the served generation's artifact and the backbone's identity, then load the model;
+    the stage loads another generation's artifact when a message of its graph arrives."""
+    configure_torch(config.llm)
+    first = load_served(config, generations.current(config).llm)
+
+    def find(graph_artifact: str) -> ServedLlm | None:
+        for generation in generations.finished(config):
+            manifest = generation.llm / llm_artifact.MANIFEST
+            if not manifest.is_file():
+                continue
+            trained_on = llm_artifact.check(generation.llm).manifest["graph"]["artifact"]
+            if trained_on == graph_artifact:
+                return load_served(config, generation.llm)
+        return None
+
+    return LlmStage(first.scorer, first.vocab, first.artifact, find)
+
+
+def load_served(config: Config, directory: Path) -> ServedLlm:
+    """One llm artifact, checked against the backbone and the graph stage's history length."""
     settings = config.llm
-    checked = llm_artifact.check(config.llm_artifact)
+    checked = llm_artifact.check(directory)
     source = resolve(settings.backbone, config.backbone_cache)
     llm_artifact.check_fits(checked, source, steps=None)
     if checked.steps > config.graph.steps:
@@ -161,7 +225,6 @@ def build_stage(config: Config) -> LlmStage:
             f"LLM artifact {checked.directory}: reads {checked.steps} history steps, "
             f"graph.steps sends {config.graph.steps}"
         )
-    configure_torch(settings)
     device = "cuda" if torch.cuda.is_available() else None
     scorer = llm_artifact.load(
         checked,
@@ -173,7 +236,7 @@ def build_stage(config: Config) -> LlmStage:
     log.info(
         "llm_model_loaded", artifact=checked.artifact_id, recipe=checked.manifest.get("recipe_name")
     )
-    return LlmStage(scorer, checked.vocabulary(), checked)
+    return ServedLlm(scorer, checked.vocabulary(), checked)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,10 +9,12 @@ from services.calibrate.fit import ProtocolCalibration, fit_protocol
 from shared.protocol import Message, MessageType, new_message
 
 K = 10
+LLM_ARTIFACT = "l" * 64
 
 
 def live_calibration(k: int = K) -> ProtocolCalibration:
     table, _ = table_with_temperature(800, k, temperature=2.0, seed=11)
+    table.meta.update(llm_artifact=LLM_ARTIFACT)  # the llm artifact scores_message names
     return fit_protocol(with_misses(table, np.full(len(table), 0.35)))
 
 
@@ -39,7 +41,7 @@ def scores_message(
             "relation": relation,
             "candidates": candidates,
             "graph_artifact": "g" * 64,
-            "llm_artifact": "l" * 64,
+            "llm_artifact": LLM_ARTIFACT,
             "data_cutoff": step - 1,
             "names": {
                 "subject": f"Subject {subject}",

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from stage_fixtures import K, live_calibration, scores_message
 
+from services.calibrate.forecast import ScoresError
 from services.calibrate.ledger import Ledger
 from services.calibrate.service import ACCEPTS, CalibrateStage
 from services.calibrate.watch import CloneSubscriber, render
@@ -312,3 +313,42 @@ def test_a_subject_unknown_to_the_model_gets_a_forecast_that_says_so(tmp_path: P
     rolled = scorecard.meta["rolling"]
     assert (rolled["n"], rolled["unknown"], rolled["oov_rate"]) == (1, 1, 0.5)
     assert "1 unknown to the model" in render(scorecard)
+
+
+def test_each_scores_message_is_calibrated_by_the_calibrator_of_its_llm_artifact(
+    tmp_path: Path,
+) -> None:
+    """Across a retrain's switch (shared/generations.py): forecasts of the old llm artifact keep
+    the old calibrator, the new one's take the new; scores no calibrator was fitted on are
+    refused by name (the runtime dead-letters them)."""
+    new_llm = "m" * 64
+    looked: list[str] = []
+
+    def find(llm: str):
+        looked.append(llm)
+        return (live_calibration(), "d" * 64) if llm == new_llm else None
+
+    sent: list = []
+    stage = CalibrateStage(
+        live_calibration(), "c" * 64, Ledger(tmp_path / "f.sqlite"), sent.append, Limits(),
+        find=find,
+    )  # fmt: skip
+    old = scores_message(7, 3, 12)
+    new = scores_message(8, 3, 12)
+    new = new_message(
+        MessageType.SCORES, new.id, new.frames, meta={**new.meta, "llm_artifact": new_llm}
+    )
+    stage.handle("scores", old)
+    stage.handle("scores", new)
+    lineage = [f.meta["lineage"] for f in forecasts(sent)]
+    assert [(x["llm_artifact"], x["calibrator_artifact"]) for x in lineage] == [
+        ("l" * 64, "c" * 64),
+        (new_llm, "d" * 64),
+    ]
+    other = scores_message(9, 3, 12)
+    other = new_message(
+        MessageType.SCORES, other.id, other.frames, meta={**other.meta, "llm_artifact": "x"}
+    )
+    with pytest.raises(ScoresError, match="llm artifact 'x': no calibrator of a finished"):
+        stage.handle("scores", other)
+    assert looked == [new_llm, "x"] and len(forecasts(sent)) == 2

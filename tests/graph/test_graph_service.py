@@ -24,6 +24,7 @@ from services.graph.history import RecentWindow
 from services.graph.oov import OovCounter
 from services.graph.service import (
     GraphStage,
+    ServedGraph,
     build_stage,
     check_vocabulary,
     live_recurrency,
@@ -487,3 +488,50 @@ def test_bench_catchup_replays_ingest_s_backlog_through_the_served_stage(
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert short.returncode == 2 and "holds 9 steps" in short.stderr
+
+
+def test_a_promoted_generation_is_served_from_the_next_step_boundary_on(
+    graph_model, tiny, store
+) -> None:
+    """shared/generations.py: a query of the step in progress keeps the old model; after the
+    snapshot that closes it, queries get the new one, with a window rebuilt from the store. A
+    generation that fails to load is logged and the old one keeps serving."""
+    import dataclasses
+
+    tiny.append_steps(store, range(7))
+    newer = dataclasses.replace(graph_model, artifact_id="n" * 64)
+    promoted: list[ServedGraph] = []
+
+    def swap() -> ServedGraph | None:
+        return promoted.pop() if promoted else None
+
+    window = RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T)
+    stage = GraphStage(graph_model, window, store, K, swap=swap)
+    for t in range(5):
+        stage.handle("queries", snapshot(tiny, t))
+    assert stage.handle("queries", query(5, 3, 1))[0][1].meta["graph_artifact"] == (
+        graph_model.artifact_id
+    )
+    fresh = RecentWindow(tiny.num_entities, tiny.num_relations, tiny.cfg.history, T)
+    promoted.append(ServedGraph(newer, fresh, None))
+    again = stage.handle("queries", query(5, 3, 1, attempt=2))[0][1]
+    assert again.meta["graph_artifact"] == graph_model.artifact_id  # not at a step boundary
+    with capture_logs() as logs:
+        stage.handle("queries", snapshot(tiny, 5))
+    assert [e["new"] for e in logs if e["event"] == "generation_swapped"] == ["n" * 64]
+    [(_, reply)] = stage.handle("queries", query(6, 3, 1))
+    assert reply.meta["graph_artifact"] == "n" * 64 and reply.meta["data_cutoff"] == 5
+    candidates, expected = direct_answer(graph_model, tiny, 6, 3, 1)
+    assert reply.meta["candidates"] == candidates.tolist()
+    for sent, frame in zip(reply.frames, expected, strict=True):
+        np.testing.assert_allclose(sent, frame, rtol=1e-6)
+
+    def broken() -> ServedGraph | None:
+        raise ArtifactError("graph artifact gen/2: manifest.json is missing")
+
+    stage.swap = broken
+    with capture_logs() as logs:
+        stage.handle("queries", snapshot(tiny, 6))
+    (failed,) = [e for e in logs if e["event"] == "generation_swap_failed"]
+    assert "manifest.json is missing" in failed["reason"] and failed["serving"] == "n" * 64
+    assert stage.handle("queries", query(7, 3, 1))[0][1].meta["graph_artifact"] == "n" * 64

@@ -15,7 +15,7 @@ from services.llm import artifact
 from services.llm.backbone import load_backbone, resolve
 from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary, export_batch
-from services.llm.service import LlmStage
+from services.llm.service import LlmStage, ServedLlm
 from shared.abstention import abstain, read_abstention
 from shared.config import LoraSettings, RecipeSettings, load_config
 from shared.embedding_export import load_export
@@ -142,7 +142,7 @@ def test_the_stage_answers_embeddings_with_scores_in_candidate_order(
         assert reply.meta["llm_artifact"] == artifact.check(saved).artifact_id
         assert reply.meta["candidates"] == message.meta["candidates"]
         # the words the LLM read go along, the candidates' names in candidate order
-        vocab = stage.vocab
+        vocab = stage.served.newest.vocab
         names = reply.meta["names"]
         assert names["candidates"] == [vocab.entity(c) for c in message.meta["candidates"]]
         assert names["subject"] == vocab.entity(message.meta["subject"])
@@ -229,3 +229,38 @@ def test_a_bad_frame_is_dead_lettered_while_the_stage_keeps_serving(
     ]
     assert {entry["header"]["id"] for entry in letters} == {"TINY/wrong-dim", "TINY/other-graph"}
     assert any("d=5" in entry["detail"] for entry in letters)
+
+
+def test_each_message_is_scored_by_the_llm_artifact_of_the_graph_artifact_it_names(
+    saved: Path, tiny_backbone: Path, tiny_export: Path
+) -> None:
+    """Across a retrain's switch (shared/generations.py): the old generation's queries in flight
+    are scored by the old llm artifact, the new one's by the new, none refused."""
+    first = stage_of(saved, tiny_backbone)
+    old = first.served.newest
+    new_graph = "n" * 64
+    manifest = {**old.artifact.manifest, "graph": {**old.artifact.manifest["graph"]}}
+    manifest["graph"]["artifact"] = new_graph
+    newer = ServedLlm(old.scorer, old.vocab, artifact.LlmArtifact(saved, manifest))
+    looked: list[str] = []
+
+    def find(graph: str) -> ServedLlm | None:
+        looked.append(graph)
+        return newer if graph == new_graph else None
+
+    stage = LlmStage(old.scorer, old.vocab, old.artifact, find)
+    messages = [
+        embeddings_message(tiny_export, 0, "TINY/q0"),
+        embeddings_message(tiny_export, 1, "TINY/q1", graph_artifact=new_graph),
+        embeddings_message(tiny_export, 0, "TINY/q0", graph_artifact=new_graph),
+    ]
+    replies = [m for _, m in stage.handle_batch("embeddings", messages)]
+    assert [r.meta["llm_artifact"] for r in replies] == [
+        old.artifact.artifact_id,
+        newer.artifact.artifact_id,
+        newer.artifact.artifact_id,
+    ]
+    assert old.artifact.artifact_id != newer.artifact.artifact_id and looked == [new_graph]
+    np.testing.assert_allclose(replies[0].frames[0], replies[2].frames[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="graph artifact 'xxx.*no llm artifact of a finished"):
+        stage.handle("embeddings", embeddings_message(tiny_export, 0, "TINY/q9", "xxx"))

@@ -9,32 +9,12 @@ and times; in the first, every event's first actor is a code the store has never
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from chaos import Watcher, closed_steps, journal_states, wait_for
-from tiny_pipeline import TinyPipeline
+from tiny_pipeline import TinyPipeline, next_slot
 
 NEW_ACTOR = "ZZZNEW"
-EVENT_ID, ACTOR1, DATEADDED = 0, 5, 59  # GDELT 2.0 export columns
-
-
-def next_slot(last: Path, out_dir: Path, minutes: int, id_offset: int, actor1: str | None) -> Path:
-    """A copy of export ``last`` ``minutes`` later, every event id moved by ``id_offset`` and,
-    given ``actor1``, every first actor replaced by it."""
-    when = datetime.strptime(last.name[:14], "%Y%m%d%H%M%S") + timedelta(minutes=minutes)
-    stamp = when.strftime("%Y%m%d%H%M%S")
-    rows = []
-    for line in last.read_text().splitlines():
-        cols = line.split("\t")
-        cols[EVENT_ID] = str(int(cols[EVENT_ID]) + id_offset)
-        cols[DATEADDED] = stamp
-        if actor1 is not None:
-            cols[ACTOR1] = actor1
-        rows.append("\t".join(cols))
-    path = out_dir / f"{stamp}.export.CSV"
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def test_an_actor_the_model_never_saw_gets_a_forecast_saying_so(

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -139,3 +140,24 @@ def write_tiny_pipeline(
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return TinyPipeline(root, path, run_dir, source, staging, metrics, publish, snapshot)
+
+
+EVENT_ID, ACTOR1, DATEADDED = 0, 5, 59  # GDELT 2.0 export columns
+
+
+def next_slot(last: Path, out_dir: Path, minutes: int, id_offset: int, actor1: str | None) -> Path:
+    """A copy of export ``last`` ``minutes`` later, every event id moved by ``id_offset`` and,
+    given ``actor1``, every first actor replaced by it."""
+    when = datetime.strptime(last.name[:14], "%Y%m%d%H%M%S") + timedelta(minutes=minutes)
+    stamp = when.strftime("%Y%m%d%H%M%S")
+    rows = []
+    for line in last.read_text().splitlines():
+        cols = line.split("\t")
+        cols[EVENT_ID] = str(int(cols[EVENT_ID]) + id_offset)
+        cols[DATEADDED] = stamp
+        if actor1 is not None:
+            cols[ACTOR1] = actor1
+        rows.append("\t".join(cols))
+    path = out_dir / f"{stamp}.export.CSV"
+    path.write_text("\n".join(rows) + "\n")
+    return path
