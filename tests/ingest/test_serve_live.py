@@ -17,13 +17,14 @@ import sys
 import time
 import urllib.request
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 import zmq
-from gdelt_http import LASTUPDATE, LIVE_MAPPING, FakeGdelt
+from gdelt_http import LASTUPDATE, LIVE_MAPPING, FakeGdelt, replay_exports
 
 from services.ingest.export_ingest import ingest_file
 from services.ingest.mapping import MappingConfig
@@ -198,3 +199,95 @@ def test_serve_ingest_polls_live_gdelt_closes_the_step_reports_and_stops_on_sigt
         assert journal.unsent_snapshots() == []
     finally:
         journal.close()
+
+
+SOURCES = ("20161013151500.export.CSV", EXPORT)
+"""Both real GDELT 2.0 exports of the team data, re-published as consecutive live slots."""
+KILLED_SLOTS = 3
+
+
+def _committed(store_dir: Path) -> list[str]:
+    """The source sha256 of every committed ingest, in order (the store's commit log)."""
+    log = store_dir / "ingested.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line)["sha256"] for line in log.read_text().splitlines() if line]
+
+
+def _kill_when(
+    proc: subprocess.Popen, ready, timeout_s: float, poll_s: float, delay_s: float = 0.0
+) -> bool:
+    """SIGKILL ``proc`` ``delay_s`` after ``ready()`` holds (True), or after ``timeout_s``
+    (False)."""
+    deadline = time.monotonic() + timeout_s
+    seen = False
+    while not seen and time.monotonic() < deadline and proc.poll() is None:
+        seen = ready()
+        if not seen:
+            time.sleep(poll_s)
+    time.sleep(delay_s if seen else 0.0)
+    proc.kill()
+    proc.wait(30)
+    return seen
+
+
+def test_every_live_export_is_ingested_once_across_sigkills_mid_download_and_mid_ingest(
+    gdelt: FakeGdelt, shared_data: Path, tmp_path: Path
+):
+    """Issue 12's target, as a deployment meets it: each slot's download is killed halfway (the
+    server trickles it), then the restarted stage is killed the moment the store starts writing
+    the slot (its pending.json exists), then a third start finishes. Every slot must end up in
+    the store once, and the store must hold what ingesting the slots in process gives."""
+    sources = [shared_data / "gdelt" / "v2" / name for name in SOURCES]
+    newest = datetime(2019, 10, 24, 15, 0)
+    slots = replay_exports(sources, tmp_path / "published", KILLED_SLOTS, newest)
+    config_path, _, _ = _write_config(tmp_path, gdelt.url)
+    config = load_config(config_path)
+    expected = EventStore(tmp_path / "expected", step_minutes=15, min_free_bytes=0)
+    mapping = MappingConfig(**config.ingest.mapping.model_dump())
+    store_dir = config.store_dir
+    landed_mid_ingest = 0
+    for k, slot in enumerate(slots):
+        ingest_file(slot, expected, mapping, tmp_path / "expected-quarantine")
+        path = gdelt.path_of(slot)
+        gdelt.slow.add(path)
+        gdelt.publish(*slots[: k + 1])
+        hits = gdelt.hits[path]
+        proc = _geopol("serve", "ingest", "--config", str(config_path))
+        assert _kill_when(
+            proc, lambda path=path, hits=hits: gdelt.hits[path] > hits, STARTUP_S, 0.05, 0.3
+        ), proc.stderr  # killed 0.3 s into the trickled body
+        assert len(_committed(store_dir)) == k  # nothing of the cut download is in the store
+
+        gdelt.slow.discard(path)
+        proc = _geopol("serve", "ingest", "--config", str(config_path))
+        pending = store_dir / "pending.json"
+        landed_mid_ingest += (
+            _kill_when(
+                proc,
+                lambda k=k, pending=pending: pending.exists() or len(_committed(store_dir)) > k,
+                STARTUP_S,
+                0.001,
+            )
+            and len(_committed(store_dir)) == k
+        )
+
+        proc = _geopol("serve", "ingest", "--config", str(config_path))
+        try:
+            deadline = time.monotonic() + STARTUP_S
+            while len(_committed(store_dir)) <= k and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        assert len(_committed(store_dir)) == k + 1, err
+
+    committed = _committed(store_dir)
+    assert len(committed) == len(set(committed)) == KILLED_SLOTS  # each slot once
+    store = EventStore(store_dir, step_minutes=15, min_free_bytes=0)
+    assert store.steps() == expected.steps() and len(store.steps()) == KILLED_SLOTS
+    for step in expected.steps():
+        np.testing.assert_array_equal(store.snapshot(step), expected.snapshot(step))
+    assert store.scan().height == expected.scan().height > 0
+    assert not (store_dir / "pending.json").exists()
+    assert landed_mid_ingest >= 1  # at least one kill hit the store mid-write
