@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.calibrate.evaluate",
         "ECE, Brier and NLL of the calibrator on test score tables",
     ),
+    "eval online": (
+        "services.calibrate.online_cli",
+        "the pipeline's resolved forecasts as a windowed online scorecard (with recurrency)",
+    ),
     "llm prompt": ("services.llm.prompt_cli", "print one exported question as the LLM sees it"),
     "llm score": ("services.llm.score_cli", "save every candidate's scores for calibration"),
     "eval llm": ("services.llm.evaluate", "tgl-mcq and live accuracy of LLM methods and baselines"),

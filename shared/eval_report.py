@@ -245,6 +245,8 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
             *_section_provenance(recorded, f"calibration/{protocol}"),
             "",
         ]
+    for label, entry in sorted((data.get("online") or {}).items()):
+        parts += _online_section(dataset, label, entry, recorded)
     for title, key in (("learning curve", "learning_curve"), ("ablations", "ablations")):
         section = data.get(key) or {}
         if not section:
@@ -263,6 +265,39 @@ def _other_sections(dataset: str, data: dict[str, Any], recorded: dict[str, Any]
                 )
         parts += ["", *_section_provenance(recorded, f"{key}/"), ""]
     return parts
+
+
+def _online_section(
+    dataset: str, label: str, entry: dict[str, Any], recorded: dict[str, Any]
+) -> list[str]:
+    """One replay's online scorecard: overall, then each window, pipeline beside each yardstick
+    (``name`` Acc@1 / Brier / ECE / NLL), with recall@K, the OOV rate and n of the pipeline."""
+    windows = [("overall", entry.get("overall") or {})] + [
+        (f"{w['first_step']}-{w['last_step']}", w) for w in entry.get("windows", [])
+    ]
+    names = sorted(
+        {n for _, w in windows for n, v in w.items() if isinstance(v, dict)},
+        key=lambda n: (n != "pipeline", n),
+    )
+    head = " | ".join(f"{n} Acc@1 | {n} Brier | {n} ECE | {n} NLL" for n in names)
+    parts = [
+        f"## {dataset}: online scorecard, {label} (windows of {entry.get('window')} steps)",
+        "",
+        f"| steps | {head} | recall@K | OOV | n |",
+        "|---|" + "---|---|---|---|" * len(names) + "---|---|---|",
+    ]
+    for span, w in windows:
+        cells = [
+            _cell(w.get(n, {}), key) for n in names for key in ("acc@1", "brier", "ece", "nll")
+        ]
+        mine = w.get("pipeline", {})
+        parts.append(
+            f"| {span} | " + " | ".join(cells) + f" | {_cell(mine, 'recall@K')} | "
+            f"{_cell(mine, 'oov_rate')} | {mine.get('n', '-')} |"
+        )
+    if entry.get("plot"):
+        parts += ["", f"![online {label}]({entry['plot']})"]
+    return parts + ["", *_section_provenance(recorded, f"online/{label}"), ""]
 
 
 def _cell(entry: dict[str, Any], key: str) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from services.calibrate import artifact
 from services.calibrate.fit import (
+    SINGLE_SOURCE,
     CalibrationError,
     ProtocolCalibration,
     fit_protocol,
@@ -203,7 +204,7 @@ def _evaluate_one(
             f"calibrator was fitted on {str(saved.manifest.get('llm_artifact'))[:12]}"
         )
     yardsticks = (
-        {s: fit_protocol(valid[protocol], source=s) for s in YARDSTICKS}
+        {s: fit_protocol(valid[protocol], source=s, names=SINGLE_SOURCE) for s in YARDSTICKS}
         if protocol in valid
         else {}
     )

@@ -4,10 +4,17 @@ All three calibrators are fitted on the questions whose gold is among the candid
 with the lowest out-of-fold NLL is chosen (each is scored on folds it was not fitted on, so a
 flexible calibrator does not win by memorising). A live table also fits ``other`` on every
 question, misses included, from the chosen calibrator's in-set probabilities.
+
+Beside it, each *yardstick* — a baseline whose scores the stage receives with every question (the
+recurrency baseline's) — is turned into probabilities the same way: temperature and isotonic on
+its own score column, chosen by out-of-fold NLL, with its own ``other``. The stage forecasts
+with it too, so the online scorecard shows the pipeline beside the baseline on the very same
+questions (``geopol eval online``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +25,10 @@ from services.calibrate.other import OtherModel, with_other
 from shared.score_table import ScoreTable
 
 FOLDS = 5
+YARDSTICKS = ("recurrency",)
+"""Score columns turned into forecasts of their own for comparison (never the stack)."""
+SINGLE_SOURCE = ("temperature", "isotonic")
+"""The calibrators that read one score column: what a yardstick is fitted with."""
 
 
 class CalibrationError(ValueError):
@@ -37,6 +48,8 @@ class ProtocolCalibration:
     other: OtherModel | None = None
     misses: int = 0
     source: dict[str, Any] = field(default_factory=dict)
+    yardsticks: dict[str, ProtocolCalibration] = field(default_factory=dict)
+    """Score column -> its own calibration (live only), forecast beside the chosen one."""
 
     def in_set(self, features: np.ndarray, name: str | None = None) -> np.ndarray:
         """``[n, K]`` probabilities over the candidates, assuming the truth is among them."""
@@ -60,6 +73,7 @@ class ProtocolCalibration:
             "source": self.source,
             "calibrators": {name: c.params() for name, c in self.calibrators.items()},
             "other": self.other.params() if self.other is not None else None,
+            "yardsticks": {name: y.params() for name, y in self.yardsticks.items()},
         }
 
     @classmethod
@@ -74,6 +88,9 @@ class ProtocolCalibration:
             misses=int(params.get("misses", 0)),
             source=dict(params.get("source", {})),
             other=OtherModel.from_params(params["other"]) if params.get("other") else None,
+            yardsticks={
+                name: cls.from_params(y) for name, y in params.get("yardsticks", {}).items()
+            },
         )
 
 
@@ -82,11 +99,19 @@ def truth_with_other(table: ScoreTable) -> np.ndarray:
     return np.where(table.gold >= 0, table.gold, table.k)
 
 
-def fit_protocol(table: ScoreTable, seed: int = 0, source: str = "llm") -> ProtocolCalibration:
-    """Fit temperature, isotonic and stack on ``table``; choose by out-of-fold NLL.
+def fit_protocol(
+    table: ScoreTable,
+    seed: int = 0,
+    source: str = "llm",
+    names: Sequence[str] = tuple(CALIBRATORS),
+    yardsticks: Sequence[str] = (),
+) -> ProtocolCalibration:
+    """Fit the calibrators ``names`` (default temperature, isotonic and stack) on ``table``;
+    choose by out-of-fold NLL.
 
     ``source`` is the score column temperature and isotonic read (``recurrency`` turns the
-    baseline's scores into probabilities the same way, for comparison)."""
+    baseline's scores into probabilities the same way, for comparison); each of ``yardsticks``
+    is fitted that way as well and kept in the calibration of a live table."""
     protocol = table.meta.get("protocol", "tgl-mcq")
     hits = table.gold >= 0
     if hits.sum() < 2 * FOLDS:
@@ -101,9 +126,9 @@ def fit_protocol(table: ScoreTable, seed: int = 0, source: str = "llm") -> Proto
 
     cv = {
         name: cross_validated_nll(lambda n=name: make(n), features, gold, FOLDS, seed)
-        for name in CALIBRATORS
+        for name in names
     }
-    fitted = {name: make(name).fit(features, gold) for name in CALIBRATORS}
+    fitted = {name: make(name).fit(features, gold) for name in names}
     chosen = min(cv, key=cv.__getitem__)
     calibration = ProtocolCalibration(
         protocol=protocol,
@@ -122,4 +147,8 @@ def fit_protocol(table: ScoreTable, seed: int = 0, source: str = "llm") -> Proto
     if protocol == "live":
         everything = table.features()
         calibration.other = OtherModel().fit(everything, calibration.in_set(everything), ~hits)
+        calibration.yardsticks = {
+            column: fit_protocol(table, seed, source=column, names=SINGLE_SOURCE)
+            for column in yardsticks
+        }
     return calibration

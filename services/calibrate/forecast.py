@@ -5,6 +5,9 @@ graph's scores (and the recurrency baseline's when the graph stage sends them), 
 ids, the display names and date the LLM saw, and the lineage so far. Here the calibrator turns
 them into probabilities, ``other`` is added, and the forecast is laid out as the FORECAST
 message's meta, with one float32 frame: the probabilities in candidate order, then ``other``.
+Where the calibrator holds yardsticks and the recurrency scores came, ``yardsticks`` gives each
+baseline's own probabilities of the same candidates (in the meta's order, then its ``other``),
+so resolution scores the baseline on the very questions the pipeline answered.
 
 An ABSTAIN message (shared.abstention: the graph model has no embedding for the subject or
 relation, first seen after it was trained) becomes a forecast that says so: ``unknown`` lists
@@ -131,6 +134,11 @@ def build_forecast(
             facts = list(evidence(scored.subject, entry["id"], scored.step))
             support.append({"candidate": entry["id"], "facts": facts})
     probabilities = np.append(full[:k], other).astype(np.float32)
+    yardsticks = {}
+    if scored.has_recurrency:
+        for name, calibration_of in calibration.yardsticks.items():
+            theirs = calibration_of.forecast(scored.features[None])[0]
+            yardsticks[name] = [float(theirs[i]) for i in order] + [float(theirs[k:].sum())]
     return new_message(
         MessageType.FORECAST,
         scored.id,
@@ -151,6 +159,7 @@ def build_forecast(
             "calibrator": calibration.chosen,
             "evidence": support,
             "recurrency_scores": scored.has_recurrency,
+            "yardsticks": yardsticks,
             "lineage": dict(lineage),
             "topic": topic_of(scored.subject, scored.relation),
         },
@@ -188,6 +197,7 @@ def build_unknown_forecast(
             "calibrator": None,
             "evidence": [],
             "recurrency_scores": False,
+            "yardsticks": {},
             "lineage": dict(lineage),
             "topic": topic_of(abstention.subject, abstention.relation),
         },

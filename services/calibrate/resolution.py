@@ -11,7 +11,9 @@ counted apart as ``unknown``, and its share of a step's forecasts is the step's 
 
 On the simulator the world's exact next-step distribution is known (shared.sim_truth): each
 forecast is also compared with it — mean absolute error over the K candidates and ``other``, and
-KL(truth || forecast) — which tells calibration error apart from plain bad luck.
+KL(truth || forecast) — which tells calibration error apart from plain bad luck. A forecast that
+carries yardsticks (a baseline's own probabilities of the same candidates) has each scored the
+same way, into ``yardsticks`` of the step's card: a card of its own per baseline.
 :func:`against_truth` is that comparison on arrays: the live scorecard and ``geopol eval
 calibrate --truth`` both call it.
 """
@@ -100,6 +102,15 @@ def against_truth(probabilities: np.ndarray, true: np.ndarray) -> tuple[np.ndarr
     return np.abs(p - q).mean(axis=1), kl
 
 
+def as_yardstick(meta: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The forecast the baseline ``name`` made of the same question: its probabilities over the
+    same candidates (most probable first) and its own ``other``."""
+    theirs = meta["yardsticks"][name]
+    candidates = [c | {"p": p} for c, p in zip(meta["candidates"], theirs[:-1], strict=True)]
+    candidates.sort(key=lambda c: -c["p"])
+    return {**meta, "candidates": candidates, "other": theirs[-1], "yardsticks": {}}
+
+
 def step_card(
     step: int,
     forecasts: Sequence[Mapping[str, Any]],
@@ -107,7 +118,8 @@ def step_card(
     true_distribution: TrueDistribution | None = None,
 ) -> dict[str, Any]:
     """The per-step record: every forecast resolved, void ones counted; with the world's true
-    distribution, every forecast (void or not) compared with it."""
+    distribution, every forecast (void or not) compared with it. A yardstick gets a card of its
+    own when every forecast the model ranked carries it (so both score the same questions)."""
     truths = true_objects(triples)
     resolved = []
     void = unknown = 0
@@ -130,11 +142,18 @@ def step_card(
             void += 1
         else:
             resolved.append(outcome)
+    ranked = [meta for meta in forecasts if not meta.get("unknown")]
+    names = set.intersection(*(set(m.get("yardsticks") or {}) for m in ranked)) if ranked else ()
+    yardsticks = {
+        name: step_card(step, [as_yardstick(m, name) for m in ranked], triples)
+        for name in sorted(names)
+    }
     return {
         "step": step,
         "void": void,
         "unknown": unknown,
         "forecasts": len(forecasts),
+        "yardsticks": yardsticks,
         "probabilities": [r.probabilities.tolist() for r in resolved],
         "truth": [r.truth for r in resolved],
         "hit": [r.hit for r in resolved],

@@ -4,7 +4,9 @@ Each ``--table`` is a score table of validation questions the LLM never trained 
 llm score --tail``), one per protocol: a ``live`` table (the graph's own top-K, misses
 included) makes the calibration the service applies and fits ``other``; a ``tgl-mcq`` table
 calibrates the benchmark protocol. Temperature, isotonic and stack are all fitted; the one with
-the lowest out-of-fold NLL is chosen per protocol, and all three are kept for the report.
+the lowest out-of-fold NLL is chosen per protocol, and all three are kept for the report. The
+live calibration also keeps the recurrency baseline's scores turned into probabilities the same
+way, which the stage forecasts beside its own for the online scorecard.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 
 from services.calibrate import artifact
-from services.calibrate.fit import CalibrationError, fit_protocol
+from services.calibrate.fit import YARDSTICKS, CalibrationError, fit_protocol
 from shared import score_table
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 
@@ -51,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             if protocol in tables:
                 raise CalibrationError(f"two {protocol} tables: {tables[protocol][0]} and {path}")
             tables[protocol] = (path, table)
-        fits = {p: fit_protocol(t, seed=args.seed) for p, (_, t) in tables.items()}
+        fits = {
+            p: fit_protocol(t, seed=args.seed, yardsticks=YARDSTICKS)
+            for p, (_, t) in tables.items()
+        }
         out = args.out or config.calibrator_artifact
         saved = artifact.save(out, fits, {p: path for p, (path, _) in tables.items()})
     except (

@@ -54,6 +54,8 @@ def test_train_then_eval_calibrate_write_the_calibration_rows(tmp_path: Path) ->
     assert "tgl-mcq K=10: chose" in done.stdout and "misses (other fitted)" in done.stdout
     saved = artifact.load(out)
     assert set(saved.protocols) == {"tgl-mcq", "live"} and saved.protocol("live").other
+    baseline = saved.protocol("live").yardsticks["recurrency"]  # forecast beside the chosen one
+    assert baseline.other is not None and set(baseline.calibrators) == {"temperature", "isotonic"}
 
     report = tmp_path / "reports" / "eval.json"
     done = geopol(

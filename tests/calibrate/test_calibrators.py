@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from synthetic import table_with_temperature, with_misses
@@ -110,6 +112,24 @@ def test_other_is_calibrated_on_a_set_with_a_known_miss_rate() -> None:
         if chosen.sum() > 100:
             assert missed[chosen].mean() == pytest.approx(other[chosen].mean(), abs=0.08)
     assert prob_metrics.ece(p, truth_with_other(test)) < 0.05
+
+
+def test_a_yardstick_reads_its_own_column_only_and_round_trips() -> None:
+    table, _ = table_with_temperature(1500, 6, temperature=1.5, seed=8)
+    table = replace(table, recurrency=table.llm / 1.5)  # the baseline knows the truth too
+    fit = fit_protocol(with_misses(table, np.full(len(table), 0.25)), yardsticks=("recurrency",))
+    baseline = fit.yardsticks["recurrency"]
+    assert set(baseline.calibrators) == {"temperature", "isotonic"} and baseline.other is not None
+    assert baseline.calibrators["temperature"].temperature == pytest.approx(1.0, abs=0.15)
+    features = table.features()
+    shuffled = features.copy()
+    shuffled[..., 0] = np.random.default_rng(0).permutation(shuffled[..., 0])  # llm scores
+    assert np.allclose(baseline.in_set(features), baseline.in_set(shuffled))
+    again = ProtocolCalibration.from_params(fit.params())
+    assert np.allclose(
+        again.yardsticks["recurrency"].forecast(features), baseline.forecast(features)
+    )
+    assert fit_protocol(table).yardsticks == {}  # only where asked for
 
 
 def test_a_fit_round_trips_through_json_params() -> None:

@@ -3,7 +3,6 @@ and a bad SCORES message dead-lettered while the stage keeps serving."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import msgpack
 import numpy as np
 import polars as pl
 import pytest
-from stage_fixtures import K, live_calibration, scores_message
+from stage_fixtures import K, hand_store, live_calibration, scores_message, stage_with
 
 from services.calibrate.forecast import ScoresError
 from services.calibrate.ledger import Ledger
@@ -19,7 +18,6 @@ from services.calibrate.service import ACCEPTS, CalibrateStage
 from services.calibrate.watch import CloneSubscriber, render
 from shared.abstention import abstain, pass_on
 from shared.config import load_config
-from shared.event_store import EventStore
 from shared.protocol import Limits, MessageType, decode, encode, new_message
 from shared.runtime import StageRuntime
 
@@ -28,21 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 class Crash(BaseException):
     """Stands for a SIGKILL right after the publish left the process."""
-
-
-def stage_with(
-    tmp_path: Path, sent: list, store: EventStore | None = None, k: int = K
-) -> CalibrateStage:
-    return CalibrateStage(
-        live_calibration(k),
-        "c" * 64,
-        Ledger(tmp_path / "forecasts.sqlite"),
-        sent.append,
-        Limits(),
-        store,
-        evidence_facts=2,
-        scorecard_file=tmp_path / "scorecard.json",
-    )
 
 
 def forecasts(sent: list) -> list:
@@ -148,37 +131,8 @@ def test_a_bad_scores_message_is_dead_lettered_and_the_stage_keeps_serving(
     assert "fitted at K=10" in dead[-1]
 
 
-def _store(tmp_path: Path) -> EventStore:
-    """Steps 0..3 of A, B, C, D: A met B twice and C once before step 3; step 3 is A's truth."""
-    store = EventStore(tmp_path / "store", step_minutes=1440, min_free_bytes=0)
-    rows = [
-        (1, "A", "meet", "B", 0, "https://news.example.com/1"),
-        (2, "C", "meet", "A", 1, None),
-        (3, "A", "meet", "B", 2, "https://news.example.com/3"),
-        (4, "A", "meet", "C", 3, "https://news.example.com/4"),
-        (5, "A", "meet", "D", 3, None),
-        (6, "D", "meet", "B", 4, None),
-    ]
-    cols = list(zip(*rows, strict=True))
-    frame = pl.DataFrame(
-        {
-            "event_id": pl.Series(cols[0], dtype=pl.Int64),
-            "subject": cols[1],
-            "relation": cols[2],
-            "object": cols[3],
-            "t": pl.Series(cols[4], dtype=pl.Int64),
-            "goldstein": [0.0] * len(rows),
-            "num_mentions": [1] * len(rows),
-            "quad_class": pl.Series([1] * len(rows), dtype=pl.Int8),
-            "source_url": pl.Series(cols[5], dtype=pl.String),
-        }
-    )
-    store.append(frame, source="hand", source_sha256=hashlib.sha256(b"hand").hexdigest())
-    return store
-
-
 def test_forecasts_carry_dated_evidence_and_resolve_against_the_step(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    store = hand_store(tmp_path)
     a, b, c, d = (int(i) for i in store.entities.ids(["A", "B", "C", "D"]))
     meet = int(store.relations.ids(["meet"])[0])
     sent: list = []
@@ -212,6 +166,38 @@ def test_forecasts_carry_dated_evidence_and_resolve_against_the_step(tmp_path: P
     assert json.loads((tmp_path / "scorecard.json").read_text())["rolling"] == rolled
     assert stage.resolve_final_steps() == []  # resolved once
     assert msgpack.unpackb(stage.ledger.scorecards(5)[0][2])["step"] == 3
+
+
+def test_the_recurrency_yardstick_is_forecast_and_scored_on_the_same_question(
+    tmp_path: Path,
+) -> None:
+    store = hand_store(tmp_path)
+    a, b, c = (int(i) for i in store.entities.ids(["A", "B", "C"]))
+    meet = int(store.relations.ids(["meet"])[0])
+    sent: list = []
+    stage = stage_with(tmp_path, sent, store, k=3, yardsticks=("recurrency",))
+    # the LLM likes B, the recurrency baseline likes C; the truth at step 3 is {C, D}
+    stage.handle(
+        "scores",
+        scores_message(a, meet, 3, [b, c, 99], llm=np.array([3.0, 0.0, -1.0]),
+                       recurrency=np.array([0.0, 3.0, -1.0])),
+    )  # fmt: skip
+    meta = forecasts(sent)[0].meta
+    theirs = meta["yardsticks"]["recurrency"]
+    assert len(theirs) == 4 and sum(theirs) == pytest.approx(1.0, abs=1e-5)
+    by_id = dict(zip([x["id"] for x in meta["candidates"]], theirs, strict=False))
+    assert by_id[c] > by_id[b] and meta["candidates"][0]["id"] == b
+
+    (card,) = stage.resolve_final_steps()
+    assert card["hit"] == [False]
+    baseline = card["yardsticks"]["recurrency"]
+    assert baseline["hit"] == [True] and baseline["in_candidates"] == [True]
+    assert baseline["probabilities"][0][0] == pytest.approx(max(theirs[:3]))  # sorted, C first
+    assert baseline["truth"] == [0]
+
+    # without recurrency scores the forecast has no yardstick, and the card none either
+    stage.handle("scores", scores_message(a, meet, 4, [b, c, 99], llm=np.array([3.0, 0.0, -1.0])))
+    assert forecasts(sent)[-1].meta["yardsticks"] == {}
 
 
 def test_a_forecast_is_compared_with_the_simulated_worlds_exact_distribution(
@@ -260,7 +246,7 @@ def test_a_forecast_late_for_a_scored_step_is_resolved_without_a_second_card(
 ) -> None:
     """A backlog answer for a step whose card was published: it must not be scored again on
     every tick (it was, at a third of a core on an idle stage)."""
-    store = _store(tmp_path)
+    store = hand_store(tmp_path)
     a, b, c, d = (int(i) for i in store.entities.ids(["A", "B", "C", "D"]))
     meet = int(store.relations.ids(["meet"])[0])
     sent: list = []
@@ -275,7 +261,7 @@ def test_a_forecast_late_for_a_scored_step_is_resolved_without_a_second_card(
 
 
 def test_a_subject_unknown_to_the_model_gets_a_forecast_that_says_so(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    store = hand_store(tmp_path)
     a, d = (int(i) for i in store.entities.ids(["A", "D"]))
     meet = int(store.relations.ids(["meet"])[0])
     sent: list = []
