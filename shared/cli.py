@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shared.retrain",
         "build the next generation of artifacts from the grown store; the stages switch to it",
     ),
+    "replay": (
+        "shared.replay",
+        "replay a GDELT dataset a day at a time through the pipeline; online scorecard",
+    ),
     "status": ("shared.status", "show each stage's liveness and counters"),
     "keys": ("shared.keys", "make a CurveZMQ key pair for a stage or client (multi-host)"),
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),

@@ -273,7 +273,8 @@ def _online_section(
     """One replay's online scorecard: overall, then each window, pipeline beside each yardstick
     (``name`` Acc@1 / Brier / ECE / NLL), with recall@K, the OOV rate and n of the pipeline."""
     windows = [("overall", entry.get("overall") or {})] + [
-        (f"{w['first_step']}-{w['last_step']}", w) for w in entry.get("windows", [])
+        (f"{w.get('first_date', w['first_step'])}..{w.get('last_date', w['last_step'])}", w)
+        for w in entry.get("windows", [])
     ]
     names = sorted(
         {n for _, w in windows for n, v in w.items() if isinstance(v, dict)},

@@ -22,17 +22,23 @@ def scorecards(
     cards: Sequence[Mapping[str, Any]],
     window: int,
     served_by: Mapping[int, Sequence[str]] | None = None,
+    dates: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """``{"window", "windows": [...], "overall": {...}, "steps": [...]}`` of ``cards`` (ordered
     by step). Each window and ``overall`` map ``pipeline`` and each yardstick name to its
-    rolling scorecard; ``served_by`` (step -> graph artifact ids) adds who answered."""
+    rolling scorecard; ``served_by`` (step -> graph artifact ids) adds who answered, ``dates``
+    (step -> the date its forecasts name) the calendar."""
+    dates = dates or {}
     if window < 1:
         raise ValueError(f"window must be at least 1 step, got {window}")
     ordered = sorted(cards, key=lambda card: int(card["step"]))
     windows = []
     for start in range(0, len(ordered), window):
         chunk = ordered[start : start + window]
-        entry = {"first_step": int(chunk[0]["step"]), "last_step": int(chunk[-1]["step"])}
+        first, last = int(chunk[0]["step"]), int(chunk[-1]["step"])
+        entry: dict[str, Any] = {"first_step": first, "last_step": last}
+        if first in dates and last in dates:
+            entry |= {"first_date": dates[first], "last_date": dates[last]}
         entry |= _by_forecaster(chunk)
         if served_by is not None:
             entry["graph_artifacts"] = sorted(

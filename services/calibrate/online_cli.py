@@ -52,19 +52,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_run(ledger: Ledger) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
-    """Every resolved step's card, and the graph artifacts whose forecasts each step holds."""
+def read_run(
+    ledger: Ledger,
+) -> tuple[list[dict[str, Any]], dict[int, list[str]], dict[int, str]]:
+    """Every resolved step's card, the graph artifacts whose forecasts each step holds, and
+    the date those forecasts name."""
     cards = [msgpack.unpackb(body, raw=False) for _, _, body in ledger.scorecards(ALL_CARDS)]
     served: dict[int, list[str]] = {}
+    dates: dict[int, str] = {}
     for card in cards:
         step = int(card["step"])
         artifacts = set()
         for row in ledger.of_step(step):
-            lineage = msgpack.unpackb(row.parts[1], raw=False)["meta"].get("lineage") or {}
+            meta = msgpack.unpackb(row.parts[1], raw=False)["meta"]
+            lineage = meta.get("lineage") or {}
             if lineage.get("graph_artifact"):
                 artifacts.add(str(lineage["graph_artifact"]))
+            if isinstance(meta.get("date"), str):
+                dates[step] = meta["date"]
         served[step] = sorted(artifacts)
-    return cards, served
+    return cards, served, dates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         ledger = Ledger(path)
         try:
-            cards, served = read_run(ledger)
+            cards, served, dates = read_run(ledger)
         finally:
             ledger.close()
         if not cards:
             raise OnlineReportError(
                 f"{path}: no step resolved yet (a step resolves once a later one has data)"
             )
-        report = scorecards(cards, args.window, served)
+        report = scorecards(cards, args.window, served, dates)
         dataset = config.ingest.dataset
         png = args.reports.parent / f"online-{dataset}-{args.label}.png"
         plot_online(report, png, f"{dataset} online ({args.label}), windows of {args.window} steps")

@@ -98,18 +98,11 @@ class TinyPipeline:
         part.rename(self.source / export.name)
 
 
-def write_tiny_pipeline(
-    root: Path, built_slots: int = 28, queries_per_step: int = 8
-) -> TinyPipeline:
-    """Simulate the world, seed ``ingest.source`` with its first slots and write the config."""
-    run_dir, staging, source = root / "run", root / "staging", root / "run" / "simulate"
-    simulate = [*GEOPOL, "simulate", "--out", str(staging), "--no-progress"]
-    for key, value in WORLD.items():
-        simulate += [f"--{key.replace('_', '-')}", str(value)]
-    subprocess.run(simulate, check=True, capture_output=True, cwd=REPO, env=clean_env())
-    source.mkdir(parents=True)
-    for export in sorted(staging.glob("*.export.CSV"))[:built_slots]:
-        shutil.copyfile(export, source / export.name)
+def tiny_settings(
+    root: Path, run_dir: Path, queries_per_step: int
+) -> tuple[dict, dict[str, int], str, str]:
+    """configs/default.yaml shrunk: free ports, a run dir of its own, one small graph epoch and
+    the tiny random Llama; with its metrics ports and its publish and snapshot endpoints."""
     text = (REPO / "configs" / "default.yaml").read_text()
     for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
         text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
@@ -129,7 +122,6 @@ def write_tiny_pipeline(
     config["llm"]["train"].update(
         questions=16, batch=8, valid_questions=8, valid_every=8, curve_at=[8, 16]
     )
-    config["bootstrap"] = {"simulate": WORLD, "calibrate_questions": 48}
     publish, snapshot = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     config.setdefault("calibrate", {})["publish"] = {
         "pattern": "pub",
@@ -137,6 +129,23 @@ def write_tiny_pipeline(
         "bind": True,
     }
     config["calibrate"]["snapshot"] = {"pattern": "rep", "endpoint": snapshot, "bind": True}
+    return config, metrics, publish, snapshot
+
+
+def write_tiny_pipeline(
+    root: Path, built_slots: int = 28, queries_per_step: int = 8
+) -> TinyPipeline:
+    """Simulate the world, seed ``ingest.source`` with its first slots and write the config."""
+    run_dir, staging, source = root / "run", root / "staging", root / "run" / "simulate"
+    simulate = [*GEOPOL, "simulate", "--out", str(staging), "--no-progress"]
+    for key, value in WORLD.items():
+        simulate += [f"--{key.replace('_', '-')}", str(value)]
+    subprocess.run(simulate, check=True, capture_output=True, cwd=REPO, env=clean_env())
+    source.mkdir(parents=True)
+    for export in sorted(staging.glob("*.export.CSV"))[:built_slots]:
+        shutil.copyfile(export, source / export.name)
+    config, metrics, publish, snapshot = tiny_settings(root, run_dir, queries_per_step)
+    config["bootstrap"] = {"simulate": WORLD, "calibrate_questions": 48}
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return TinyPipeline(root, path, run_dir, source, staging, metrics, publish, snapshot)
