@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("shared.keys", "make a CurveZMQ key pair for a stage or client (multi-host)"),
     "bench": ("shared.bench.cli", "run benchmarks into reports/bench.json"),
     "export embeddings": ("services.graph.export", "per-query graph embeddings for LLM training"),
+    "export influence": (
+        "services.graph.influence_cli",
+        "score an export's questions by influence on the graph surrogate's validation loss",
+    ),
     "train graph": ("services.graph.train", "train RE-GCN on a dataset in RE-Net layout"),
     "train llm": (
         "services.llm.train_cli",
@@ -66,6 +70,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the pipeline's resolved forecasts as a windowed online scorecard (with recurrency)",
     ),
     "llm prompt": ("services.llm.prompt_cli", "print one exported question as the LLM sees it"),
+    "llm select": (
+        "services.llm.select_cli",
+        "show the training questions a selection (random, influence, loss-band) chooses",
+    ),
     "llm score": ("services.llm.score_cli", "save every candidate's scores for calibration"),
     "eval llm": ("services.llm.evaluate", "tgl-mcq and live accuracy of LLM methods and baselines"),
 }

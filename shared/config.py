@@ -252,6 +252,20 @@ class GraphTrainConfig(_Section):
     static: bool | None = None
 
 
+class InfluenceConfig(_Section):
+    """``geopol export influence``: LiSSA's knobs (services/graph/influence.py). Its estimate is
+    ``(H + scale * damping * I)^-1 v``; ``scale`` must exceed the Hessian's largest eigenvalue,
+    ``depth`` x ``repeats`` Hessian-vector products of ``batch`` samples each, seeded."""
+
+    damping: float = Field(default=0.01, ge=0, lt=1)
+    scale: float = Field(default=25.0, gt=0)
+    depth: int = Field(default=100, gt=0)
+    repeats: int = Field(default=2, gt=0)
+    batch: int = Field(default=32, gt=0)
+    seed: int = Field(default=0, ge=0)
+    chunk: int = Field(default=16, gt=0)
+
+
 class GraphConfig(_Section):
     """The graph stage: which RE-GCN artifact it serves, what it sends per query, how to train.
 
@@ -268,6 +282,7 @@ class GraphConfig(_Section):
     late_steps: int = Field(default=8, ge=0)
     min_bucket: int = Field(default=64, gt=0)
     train: GraphTrainConfig = GraphTrainConfig()
+    influence: InfluenceConfig = InfluenceConfig()
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -324,8 +339,11 @@ class LlmTrainConfig(_Section):
 
     ``data`` is an embedding export (``geopol export embeddings``) whose questions are trained on;
     ``valid`` another export scored during training (None: the last ``valid_questions`` rows of
-    ``data``, never trained on). ``questions`` is how many training questions are drawn (random
-    selection, seeded); checkpoints of the adapters are scored at ``curve_at`` question counts.
+    ``data``, never trained on). ``questions`` is how many training questions are drawn by
+    ``selection`` (services/llm/selection.py; ``influence`` and ``loss-band`` read the scores
+    ``geopol export influence`` wrote, ``influence`` None meaning ``<data>-influence``, with
+    ``hard_prune`` and ``bins`` for the influence one); checkpoints of the adapters are scored at
+    ``curve_at`` question counts.
     """
 
     data: PathValue | None = None
@@ -344,6 +362,10 @@ class LlmTrainConfig(_Section):
     patience: int = Field(default=3, gt=0)
     curve_at: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000])
     undersample_relations: float | None = Field(default=None, gt=0, le=1)
+    selection: Literal["random", "influence", "loss-band"] = "random"
+    influence: PathValue | None = None
+    hard_prune: float = Field(default=0.3, ge=0, lt=1)
+    bins: int = Field(default=25, gt=0)
 
 
 class LlmConfig(_Section):

@@ -397,7 +397,26 @@ def conv_trans(
     Stack -> bn0 -> dropout -> conv -> bn1 -> relu -> dropout -> flatten -> fc -> dropout -> bn2
     -> relu, in the order of the original ``ConvTransE.forward``.
     """
-    k_in, k_feat, k_hidden = jax.random.split(key, 3)
+    k_in, k_feat, k_hidden = jax.random.split(key, 3)  # as before the split into two parts
+    x, body_stats = conv_features(p, stats, first, second, mask, cfg, (k_in, k_feat), train)
+    out, s2 = decoder_head(p, stats, x, mask, cfg, k_hidden, train)
+    return out, {**body_stats, "bn2": s2}
+
+
+def conv_features(
+    p: Params,
+    stats: Params,
+    first: jax.Array,
+    second: jax.Array,
+    mask: jax.Array,
+    cfg: ModelConfig,
+    keys: tuple[jax.Array, jax.Array],
+    train: bool,
+) -> tuple[jax.Array, Params]:
+    """ConvTransE up to its final layer: stack -> bn0 -> dropout -> conv -> bn1 -> relu ->
+    dropout -> flatten, ``(Q, C * d)`` (what the influence surrogate holds fixed); ``keys`` are
+    the two dropouts'."""
+    k_in, k_feat = keys
     x = jnp.stack([first, second], axis=1)
     x, s0 = batch_norm(p["bn0"], stats["bn0"], x, mask, train, cfg)
     x = dropout(k_in, x, cfg.input_dropout, train)
@@ -405,10 +424,23 @@ def conv_trans(
         p["bn1"], stats["bn1"], conv1d_same(x, p["conv_w"], p["conv_b"]), mask, train, cfg
     )
     x = dropout(k_feat, jax.nn.relu(x), cfg.feat_dropout, train)
-    x = x.reshape(x.shape[0], -1) @ p["fc_w"] + p["fc_b"]
-    x = dropout(k_hidden, x, cfg.hidden_dropout, train)
+    return x.reshape(x.shape[0], -1), {"bn0": s0, "bn1": s1}
+
+
+def decoder_head(
+    p: Params,
+    stats: Params,
+    x: jax.Array,
+    mask: jax.Array,
+    cfg: ModelConfig,
+    key: jax.Array,
+    train: bool,
+) -> tuple[jax.Array, Params]:
+    """ConvTransE's final layer: fc -> dropout -> bn2 -> relu, ``(Q, C * d)`` -> ``(Q, d)``."""
+    x = x @ p["fc_w"] + p["fc_b"]
+    x = dropout(key, x, cfg.hidden_dropout, train)
     x, s2 = batch_norm(p["bn2"], stats["bn2"], x, mask, train, cfg)
-    return jax.nn.relu(x), {"bn0": s0, "bn1": s1, "bn2": s2}
+    return jax.nn.relu(x), s2
 
 
 def entity_scores(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,25 +37,6 @@ COLLAPSE_COSINE = 0.9
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message names the step and the value."""
-
-
-# --------------------------------------------------------------------------- selection
-
-
-def random_selection(
-    export: ExportedSplit, count: int, seed: int, exclude: np.ndarray
-) -> np.ndarray:
-    """``count`` rows drawn uniformly without replacement (rows in ``exclude`` never)."""
-    pool = np.setdiff1d(np.arange(len(export)), exclude)
-    if count > len(pool):
-        raise ValueError(f"{count} training questions asked, the export offers {len(pool)}")
-    return np.random.default_rng(seed).choice(pool, size=count, replace=False)
-
-
-#: Selections by name (the two-stage influence selection is another issue's plugin).
-SELECTIONS: dict[str, Callable[[ExportedSplit, int, int, np.ndarray], np.ndarray]] = {
-    "random": random_selection,
-}
 
 
 def undersample_relations(

@@ -29,8 +29,9 @@ from services.llm.backbone import (
 )
 from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary
+from services.llm.selection import SELECTIONS, SelectionError, select
 from services.llm.torch_process import configure_torch
-from services.llm.train import SELECTIONS, TrainingError, gold_rows, train, undersample_relations
+from services.llm.train import TrainingError, gold_rows, train, undersample_relations
 from shared.config import (
     DEFAULT_CONFIG,
     Config,
@@ -40,6 +41,7 @@ from shared.config import (
     load_config,
 )
 from shared.embedding_export import ExportedSplit, ExportError, load_export
+from shared.influence_scores import InfluenceScoresError
 from shared.log import configure_logging, get_logger
 from shared.manifest import vocab_sha256
 
@@ -81,8 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--selection",
         choices=sorted(SELECTIONS),
-        default="random",
-        help="how training questions are chosen",
+        help="how training questions are chosen (default llm.train.selection)",
     )
     parser.add_argument(
         "--fresh",
@@ -106,6 +107,7 @@ def settings_from(
         "valid_questions": args.valid_questions or base.valid_questions,
         "batch": args.batch or base.batch,
         "seed": base.seed if args.seed is None else args.seed,
+        "selection": args.selection or base.selection,
     }
     settings = base.model_copy(update=overrides)
     if settings.recipe not in config.llm.recipes:
@@ -142,7 +144,7 @@ def plan(
         raise PlanError(
             f"--questions {settings.questions}: the export offers {available} training questions"
         )
-    rows = SELECTIONS["random"](data, settings.questions, settings.seed, train_pool_exclude)
+    rows, _ = select(settings, data, train_pool_exclude)
     if settings.undersample_relations is not None:
         rows = undersample_relations(data, rows, settings.undersample_relations, settings.seed)
     return data, rows, valid, valid_rows
@@ -238,6 +240,7 @@ def run(
         resume=resume,
     )
     info = lineage(data, rows, recipe)
+    info["data"]["selection"] = settings.selection
     info["recipe_name"] = recipe_name
     info["train"] = {**asdict(result), "settings": settings.model_dump(mode="json")}
     saved = llm_artifact.save(
@@ -285,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         TrainingError,
         llm_artifact.LlmArtifactError,
         llm_checkpoint.LlmCheckpointError,
+        SelectionError,
+        InfluenceScoresError,
         OSError,
     ) as exc:
         print(f"geopol train llm: {exc}", file=sys.stderr)
