@@ -342,8 +342,9 @@ class LlmTrainConfig(_Section):
     ``data``, never trained on). ``questions`` is how many training questions are drawn by
     ``selection`` (services/llm/selection.py; ``influence`` and ``loss-band`` read the scores
     ``geopol export influence`` wrote, ``influence`` None meaning ``<data>-influence``, with
-    ``hard_prune`` and ``bins`` for the influence one); checkpoints of the adapters are scored at
-    ``curve_at`` question counts.
+    ``hard_prune`` and ``bins`` for the influence one); ``stage2_questions`` more, disjoint and
+    uniform, then continue the same run (TGL-LLM's second stage). Checkpoints of the adapters are
+    scored at ``curve_at`` question counts.
     """
 
     data: PathValue | None = None
@@ -366,6 +367,7 @@ class LlmTrainConfig(_Section):
     influence: PathValue | None = None
     hard_prune: float = Field(default=0.3, ge=0, lt=1)
     bins: int = Field(default=25, gt=0)
+    stage2_questions: int = Field(default=0, ge=0)
 
 
 class LlmConfig(_Section):

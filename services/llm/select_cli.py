@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="default llm.train.selection")  # fmt: skip
     parser.add_argument("--questions", type=int, help="default llm.train.questions")
     parser.add_argument("--seed", type=int, help="default llm.train.seed")
+    parser.add_argument("--stage2-questions", type=int, help="default llm.train.stage2_questions")
     parser.add_argument("--show", type=int, default=10, help="chosen questions to print")
     return parser
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("valid", "recipe", "valid_questions", "batch"):
             setattr(args, name, None)
         settings, recipe, _ = settings_from(args, config)
-        data, rows, _, valid_rows = plan(settings, recipe)
+        data, rows, _, valid_rows, stages = plan(settings, recipe)
         scores = None
         if settings.selection != "random":
             scores = influence_scores.load(scores_path(settings, data), data)
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     pool = len(data) - len(valid_rows)
     print(f"{settings.selection}: {len(rows)} of {pool} training questions (seed {settings.seed}; "
           f"{len(valid_rows)} validation rows held out)")  # fmt: skip
+    if len(stages) > 1:
+        print("stages: " + ", ".join(f"{s['stage']}: {s['questions']} ({s['selection']})"
+                                     for s in stages))  # fmt: skip
     if scores is not None and settings.selection == "influence":
         taken = set(coverage_bins(scores.influence[rows], settings.bins).tolist())
         print(f"influence: {len(taken)} of {settings.bins} equal-width score bins covered after "

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def influence_selection(
     if budget:  # a floor left some budget over: the rest from what no bin gave yet
         rest = np.setdiff1d(kept, taken)
         taken = np.concatenate([taken, rng.choice(rest, size=budget, replace=False)])
-    return taken
+    return rng.permutation(taken)  # trained in this order: no curriculum by bin
 
 
 def loss_band_selection(pool: Pool, count: int, seed: int) -> np.ndarray:
@@ -132,13 +133,29 @@ def scores_path(settings: LlmTrainConfig, export: ExportedSplit) -> Path:
 
 def select(
     settings: LlmTrainConfig, export: ExportedSplit, exclude: np.ndarray
-) -> tuple[np.ndarray, InfluenceScores | None]:
-    """The rows ``settings.selection`` chooses (``settings.questions`` of them, seeded), and the
-    scores it read (None for ``random``), checked to be of this very export."""
+) -> tuple[np.ndarray, InfluenceScores | None, list[dict[str, Any]]]:
+    """The rows to train on, in order, the scores the selection read (None for ``random``;
+    checked to be of this very export) and the stages they make up.
+
+    Stage 1 is ``settings.questions`` rows chosen by ``settings.selection``; with
+    ``stage2_questions`` a second stage follows in the same run (the model and optimiser carry
+    on): a diversity subset drawn uniformly from the pool, disjoint from stage 1 (TGL-LLM §4.3;
+    the authors' code may draw stage-1 rows again, which we do not)."""
     scores = None
     if settings.selection != "random":
         scores = influence_scores.load(scores_path(settings, export), export)
     chosen = SELECTIONS[settings.selection]
     if settings.selection == "influence":
         chosen = partial(influence_selection, hard_prune=settings.hard_prune, bins=settings.bins)
-    return chosen(pool_of(export, exclude, scores), settings.questions, settings.seed), scores
+    pool = pool_of(export, exclude, scores)
+    first = chosen(pool, settings.questions, settings.seed)
+    stages = [{"stage": 1, "selection": settings.selection, "questions": len(first)}]
+    if not settings.stage2_questions:
+        return first, scores, stages
+    rest = Pool(export, np.setdiff1d(pool.rows, first))
+    try:
+        second = random_selection(rest, settings.stage2_questions, settings.seed + 1)
+    except SelectionError as exc:
+        raise SelectionError(f"stage 2: {exc} (after stage 1 took {len(first)})") from None
+    stages.append({"stage": 2, "selection": "random, disjoint", "questions": len(second)})
+    return np.concatenate([first, second]), scores, stages

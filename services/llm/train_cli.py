@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         "--questions", type=int, help="training questions (default llm.train.questions)"
     )
     parser.add_argument("--valid-questions", type=int, help="fixed validation sample size")
+    parser.add_argument(
+        "--stage2-questions", type=int,
+        help="a second stage of this many more, disjoint and uniform (default "
+        "llm.train.stage2_questions)",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, help="questions per step (default llm.train.batch)")
     parser.add_argument("--seed", type=int, help="seed of selection, order and initialisation")
     parser.add_argument(
@@ -108,6 +113,9 @@ def settings_from(
         "batch": args.batch or base.batch,
         "seed": base.seed if args.seed is None else args.seed,
         "selection": args.selection or base.selection,
+        "stage2_questions": (
+            base.stage2_questions if args.stage2_questions is None else args.stage2_questions
+        ),
     }
     settings = base.model_copy(update=overrides)
     if settings.recipe not in config.llm.recipes:
@@ -117,8 +125,9 @@ def settings_from(
 
 def plan(
     settings: LlmTrainConfig, recipe: RecipeSettings
-) -> tuple[ExportedSplit, np.ndarray, ExportedSplit, np.ndarray]:
-    """Load and check the exports and choose the rows; no model is touched."""
+) -> tuple[ExportedSplit, np.ndarray, ExportedSplit, np.ndarray, list[dict[str, Any]]]:
+    """Load and check the exports and choose the rows (in training order, with the stages they
+    make up); no model is touched."""
     data = load_export(Path(settings.data))
     valid = load_export(Path(settings.valid)) if settings.valid else data
     if valid.manifest["graph_artifact"] != data.manifest["graph_artifact"]:
@@ -144,10 +153,12 @@ def plan(
         raise PlanError(
             f"--questions {settings.questions}: the export offers {available} training questions"
         )
-    rows, _ = select(settings, data, train_pool_exclude)
+    if settings.stage2_questions and settings.undersample_relations is not None:
+        raise PlanError("undersample_relations reorders the rows: it cannot keep two stages apart")
+    rows, _, stages = select(settings, data, train_pool_exclude)
     if settings.undersample_relations is not None:
         rows = undersample_relations(data, rows, settings.undersample_relations, settings.seed)
-    return data, rows, valid, valid_rows
+    return data, rows, valid, valid_rows, stages
 
 
 def lineage(data: ExportedSplit, rows: np.ndarray, recipe: RecipeSettings) -> dict[str, Any]:
@@ -211,7 +222,7 @@ def run(
     progress: bool,
     fresh: bool = False,
 ) -> dict[str, Any]:
-    data, rows, valid, valid_rows = plan(settings, recipe)
+    data, rows, valid, valid_rows, stages = plan(settings, recipe)
     configure_torch(config.llm)
     source = resolve(config.llm.backbone, config.backbone_cache)
     identity = run_identity(config, settings, recipe, source, (data, rows, valid, valid_rows))
@@ -240,7 +251,7 @@ def run(
         resume=resume,
     )
     info = lineage(data, rows, recipe)
-    info["data"]["selection"] = settings.selection
+    info["data"] |= {"selection": settings.selection, "stages": stages}
     info["recipe_name"] = recipe_name
     info["train"] = {**asdict(result), "settings": settings.model_dump(mode="json")}
     saved = llm_artifact.save(

@@ -105,14 +105,34 @@ def test_llm_select_shows_and_train_llm_trains_on_the_influence_selection(
     values = [float(line.split("influence ")[1].split()[0]) for line in lines[2:5]]
     assert values == sorted(values, reverse=True)
 
-    done = geopol("train", "llm", "--selection", "influence", "--no-progress")
+    done = geopol("train", "llm", "--selection", "influence", "--stage2-questions", "8",
+                  "--no-progress")
     assert done.returncode == 0, done.stderr
     manifest = json.loads((artifact / "manifest.json").read_text())
     trained = manifest["data"]["rows"]
-    assert manifest["data"]["selection"] == "influence" and len(trained) == 32
-    top = np.sort(scores.influence)[::-1][int(round(0.3 * (len(export) - 8))) - 1]
-    assert scores.influence[trained].max() <= top  # the hard-pruned top is never trained on
+    assert manifest["data"]["selection"] == "influence" and len(trained) == 40
+    assert [s["questions"] for s in manifest["data"]["stages"]] == [32, 8]
 
     (data.with_name("valid-influence") / "manifest.json").unlink()
     missing = geopol("llm", "select", "--selection", "loss-band")
     assert missing.returncode == 2 and "valid-influence" in missing.stderr
+
+
+def test_stage_two_follows_stage_one_disjoint_and_is_recorded(
+    tmp_path: Path, tiny_export: Path
+) -> None:
+    from services.llm.selection import select
+    from shared.config import LlmTrainConfig
+
+    export, scores = _scored(tiny_export, seed=5)
+    settings = LlmTrainConfig(data=str(tiny_export), questions=40, stage2_questions=30, seed=2)
+    exclude = np.arange(230, len(export))
+    rows, _, stages = select(settings, export, exclude)
+    first, second = rows[:40], rows[40:]
+    assert len(second) == 30 and not set(first.tolist()) & set(second.tolist())
+    assert not set(rows.tolist()) & set(exclude.tolist())
+    assert [(s["stage"], s["questions"]) for s in stages] == [(1, 40), (2, 30)]
+    assert np.array_equal(first, select(settings.model_copy(update={"stage2_questions": 0}),
+                                        export, exclude)[0])  # fmt: skip
+    with pytest.raises(SelectionError, match="stage 2"):
+        select(settings.model_copy(update={"stage2_questions": 200}), export, exclude)
