@@ -45,17 +45,15 @@ def scorecards(
                 {a for card in chunk for a in served_by.get(int(card["step"]), ())}
             )
         windows.append(entry)
-    steps = [
-        {
-            "step": int(card["step"]),
-            "forecasts": int(card.get("forecasts", 0)),
-            "unknown": int(card.get("unknown", 0)),
-            "oov_rate": (card.get("unknown", 0) / card["forecasts"])
-            if card.get("forecasts")
-            else 0.0,
-        }
-        for card in ordered
-    ]
+    steps = []
+    for card in ordered:
+        step, forecasts = int(card["step"]), int(card.get("forecasts", 0))
+        unknown = int(card.get("unknown", 0))
+        entry = {"step": step, "forecasts": forecasts, "unknown": unknown,
+                 "oov_rate": unknown / forecasts if forecasts else 0.0}  # fmt: skip
+        if step in dates:
+            entry["date"] = dates[step]
+        steps.append(entry)
     return {
         "window": window,
         "windows": windows,

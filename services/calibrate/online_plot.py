@@ -33,6 +33,11 @@ def plot_online(report: dict[str, Any], out: Path, title: str) -> Path:
     steps = report["steps"]
     oov.bar([s["step"] for s in steps], [s["oov_rate"] for s in steps], width=0.9, color="grey")
     oov.set(xlabel="step (window plotted at its last step)", ylabel="OOV rate")
+    dated = {s["step"]: s["date"] for s in steps if "date" in s}
+    if dated:  # label the ends of the windows with their dates
+        ends = [w["last_step"] for w in windows]
+        oov.set_xticks(ends, [dated.get(t, str(t)) for t in ends], rotation=30, ha="right")
+        oov.set_xlabel("day (window plotted at its last day)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -92,6 +92,7 @@ def test_eval_online_reports_a_stages_resolved_steps(tmp_path: Path) -> None:
     assert entry["windows"][1]["recurrency"]["acc@1"] == 1.0  # C at step 3
     assert entry["windows"][0]["graph_artifacts"] == ["g" * 64]
     assert entry["windows"][0]["first_date"] == "2026-01-02"  # the date the forecasts name
+    assert entry["steps"][0]["date"] == "2026-01-02"
     assert (reports.parent / "online-HAND-hand.png").stat().st_size > 1000
     markdown = (reports.parent / "eval.md").read_text()
     assert "## HAND: online scorecard, hand (windows of 2 steps)" in markdown
