@@ -320,6 +320,7 @@ class RecipeSettings(_Section):
     options: list[int] = Field(default_factory=lambda: [4, 6, 10], min_length=1)
     first_k_questions: int = Field(default=0, ge=0)
     loss: Literal["letters", "vocab"] = "letters"
+    facts: int = Field(default=0, ge=0, le=50)
     lr: float = Field(default=3e-4, gt=0)
     adapter_lr: float = Field(default=1e-3, gt=0)
 
@@ -381,6 +382,7 @@ class LlmConfig(_Section):
 
     backbone: PathValue | None = None
     artifact: PathValue | None = None
+    facts_store: PathValue | None = None
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False

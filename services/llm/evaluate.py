@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from services.llm import artifact as llm_artifact
+from services.llm import prompt_facts
 from services.llm.backbone import BackboneError, pick_dtype, resolve
 from services.llm.questions import option_positions
 from services.llm.scoring import OptionScorer
@@ -241,6 +242,7 @@ def evaluate(
                 BATCH,
                 label=name,
                 meta={"method": name, "llm_artifact": checked.artifact_id},
+                facts=prompt_facts.source_for(config, scorer.style.facts),
             )
             tables.save(table, scores_dir / table_name(table))
             picks, gold = table.llm.argmax(1), table.gold

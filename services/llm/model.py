@@ -24,6 +24,7 @@ def prompt_style(recipe: RecipeSettings) -> PromptStyle:
         query_token=recipe.query_token,
         score_tokens=recipe.score_tokens,
         steps=recipe.steps,
+        facts=recipe.facts,
     )
 
 

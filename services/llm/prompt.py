@@ -9,6 +9,8 @@ Layout (``paper``, as the authors' code orders it; the paper's Fig. 2 shows the 
                Relation feature: [f][r]
                [Query feature: [f][q]]                        variant (b), decoder-query token
                Option features: [f][A1]..[AT][A score] [f][B1].. variant (d) adds the score slot
+               [Recent facts about Subject:                  tgl-llm-facts (recipe facts: N)
+                2014-03-02 Subject — Relation — Object ...]  newest first, before the date
                Options: A. name, B. name, ...
     assistant: The answer is| <letter>
 
@@ -72,6 +74,8 @@ class PromptStyle:
     query_token: bool = False
     score_tokens: bool = False
     steps: int = 3
+    facts: int = 0
+    """Recent facts about the subject listed before the options (``tgl-llm-facts``)."""
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -90,6 +94,8 @@ class QuestionText:
     relation: str
     date: str
     options: Sequence[str]
+    facts: Sequence[str] = ()
+    """Dated lines of the subject's latest facts before the date, newest first."""
 
 
 def format_date(when: datetime | None, step: int, step_seconds: int | None) -> str:
@@ -128,6 +134,9 @@ def pieces(question: QuestionText, style: PromptStyle) -> list[Piece]:
             for j in range(k):
                 out += [" ", *option_group(j)]
             out.append("\n")
+    if style.facts and question.facts:
+        out.append(f"Recent facts about {question.subject}:\n")
+        out += [f"{line}\n" for line in question.facts[: style.facts]]
     if style.layout == "interleaved" and style.graph_tokens:
         out.append("Options:")
         for j, name in enumerate(question.options):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
+from services.llm import prompt_facts
 from services.llm.backbone import BackboneError, resolve
 from services.llm.model import prompt_style
 from services.llm.prompt import LETTERS, ChatTemplate, render
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"--index {args.index}: the export has rows 0..{len(export) - 1}")
         k = args.k or export.num_candidates
         steps = min(recipe.steps, export.steps)
+        facts = prompt_facts.source_for(config, recipe.facts)
         batch = export_batch(
-            export, Vocabulary.of_export(export), np.array([args.index]), k, steps, args.seed
+            export, Vocabulary.of_export(export, facts), np.array([args.index]), k, steps, args.seed
         )
         source = resolve(config.llm.backbone, config.backbone_cache)
         template = ChatTemplate(AutoTokenizer.from_pretrained(source.directory))

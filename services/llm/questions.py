@@ -10,18 +10,20 @@ trained on exactly what it is served.
 - **Seeded random order.** Options are shown in an order drawn from ``(seed, row, K)``, in every
   protocol, so a letter carries no information about the graph's ranking or the gold.
 - **Words.** Names come from the export's ``entity_names`` / ``relation_names`` (an inverse
-  relation ``r + R`` is "name (inverse)"); the date is step ``t`` in the dataset's calendar.
+  relation ``r + R`` is "name (inverse)"); the date is step ``t`` in the dataset's calendar; a
+  recipe with ``facts`` adds the subject's latest facts before ``t`` (prompt_facts.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from services.llm.prompt import LETTERS, QuestionText, format_date
+from services.llm.prompt_facts import FactIds, FactSource
 from shared.calendar import step_date
 from shared.embedding_export import ExportedSplit
 
@@ -33,11 +35,20 @@ class Vocabulary:
     entities: Sequence[str]
     relations: Sequence[str]
     calendar: dict[str, Any] | None
+    facts: FactSource | None = None
+    """Where a question's recent facts come from (services/llm/prompt_facts.py), if shown."""
 
     @classmethod
-    def of_export(cls, export: ExportedSplit) -> Vocabulary:
+    def of_export(cls, export: ExportedSplit, facts: FactSource | None = None) -> Vocabulary:
         m = export.manifest
-        return cls(m["entity_names"], m["relation_names"], m.get("calendar"))
+        return cls(m["entity_names"], m["relation_names"], m.get("calendar"), facts)
+
+    def with_facts(self, facts: FactSource | None) -> Vocabulary:
+        return replace(self, facts=facts)
+
+    def fact_line(self, fact: FactIds) -> str:
+        t, s, r, o = fact
+        return f"{self.date(t)} {self.entity(s)} — {self.relation(r)} — {self.entity(o)}"
 
     def entity(self, entity_id: int) -> str:
         if 0 <= entity_id < len(self.entities):
@@ -63,6 +74,7 @@ class Vocabulary:
             relation=self.relation(relation),
             date=self.date(step),
             options=[self.entity(int(c)) for c in options],
+            facts=[self.fact_line(f) for f in self.facts(subject, step)] if self.facts else (),
         )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from services.llm import artifact as llm_artifact
+from services.llm import prompt_facts
 from services.llm.backbone import BackboneError
 from services.llm.evaluate import BATCH, load_checked
 from services.llm.tables import score_table
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             BATCH,
             label=None if args.no_progress else args.method,
             meta={"method": args.method, "llm_artifact": checked.artifact_id},
+            facts=prompt_facts.source_for(config, scorer.style.facts),
         )
         tables.save(table, args.out)
     except (

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from services.llm import artifact as llm_artifact
+from services.llm import prompt_facts
 from services.llm.backbone import BackboneError, pick_dtype, resolve
 from services.llm.prompt import QuestionText
 from services.llm.questions import QuestionBatch, Vocabulary, option_positions, stack_batches
@@ -236,7 +237,8 @@ def load_served(config: Config, directory: Path) -> ServedLlm:
     log.info(
         "llm_model_loaded", artifact=checked.artifact_id, recipe=checked.manifest.get("recipe_name")
     )
-    return ServedLlm(scorer, checked.vocabulary(), checked)
+    facts = prompt_facts.source_for(config, scorer.style.facts)  # the pipeline's own store
+    return ServedLlm(scorer, checked.vocabulary().with_facts(facts), checked)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from services.llm.prompt_facts import FactSource
 from services.llm.questions import Vocabulary, export_batch, option_positions
 from services.llm.scoring import OptionScorer
 from shared.embedding_export import ExportedSplit
@@ -31,9 +32,11 @@ def score_table(
     batch: int,
     label: str | None = None,
     meta: dict[str, Any] | None = None,
+    facts: FactSource | None = None,
 ) -> ScoreTable:
-    """Every candidate's scores for ``rows`` at ``k`` options (a progress bar when ``label``)."""
-    vocab = Vocabulary.of_export(export)
+    """Every candidate's scores for ``rows`` at ``k`` options (a progress bar when ``label``;
+    ``facts`` where the scorer's prompts show them)."""
+    vocab = Vocabulary.of_export(export, facts)
     scorer.eval()
     scorer.refresh_prefix_cache()
     rows = np.asarray(rows, dtype=np.int64)

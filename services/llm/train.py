@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from services.llm import checkpoint as llm_checkpoint
 from services.llm.checkpoint import LoopPosition
+from services.llm.prompt_facts import FactSource
 from services.llm.questions import QuestionBatch, Vocabulary, export_batch
 from services.llm.scoring import OptionScorer
 from shared.config import LlmTrainConfig, RecipeSettings
@@ -165,13 +166,16 @@ def train(
     progress: bool = True,
     checkpoint: llm_checkpoint.Checkpoint | None = None,
     resume: llm_checkpoint.Saved | None = None,
+    facts: FactSource | None = None,
 ) -> TrainResult:
     """Train ``scorer`` in place on ``train_rows``; leaves it holding the best validated state.
 
     With ``checkpoint``, one is written after each validation; ``resume`` (that checkpoint, as
-    the caller loaded and checked it) continues the run from where it was saved.
+    the caller loaded and checked it) continues the run from where it was saved. ``facts`` is
+    where the prompts' recent facts come from, for a recipe that shows them.
     """
-    vocab, valid_vocab = Vocabulary.of_export(train_export), Vocabulary.of_export(valid_export)
+    vocab = Vocabulary.of_export(train_export, facts)
+    valid_vocab = Vocabulary.of_export(valid_export, facts)
     lora = lora_parameters(scorer)
     adapters = list(scorer.adapters.parameters()) if scorer.adapters is not None else []
     groups = [

@@ -20,6 +20,7 @@ import numpy as np
 
 from services.llm import artifact as llm_artifact
 from services.llm import checkpoint as llm_checkpoint
+from services.llm import prompt_facts
 from services.llm.backbone import (
     BackboneError,
     BackboneSource,
@@ -223,6 +224,7 @@ def run(
     fresh: bool = False,
 ) -> dict[str, Any]:
     data, rows, valid, valid_rows, stages = plan(settings, recipe)
+    facts = prompt_facts.source_for(config, recipe.facts)  # a missing store fails before weights
     configure_torch(config.llm)
     source = resolve(config.llm.backbone, config.backbone_cache)
     identity = run_identity(config, settings, recipe, source, (data, rows, valid, valid_rows))
@@ -249,6 +251,7 @@ def run(
         progress=progress,
         checkpoint=checkpoint,
         resume=resume,
+        facts=facts,
     )
     info = lineage(data, rows, recipe)
     info["data"] |= {"selection": settings.selection, "stages": stages}
@@ -301,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         llm_checkpoint.LlmCheckpointError,
         SelectionError,
         InfluenceScoresError,
+        prompt_facts.FactsError,
         OSError,
     ) as exc:
         print(f"geopol train llm: {exc}", file=sys.stderr)
