@@ -145,8 +145,14 @@ $(EMB14)/valid-live10/manifest.json: $(GRAPH14)/manifest.json
 $(EMB14)/test-live10/manifest.json: $(GRAPH14)/manifest.json
 	$(GEOPOL) export embeddings --artifact $(GRAPH14) --data $(ICEWS14) --split test --protocol live --k 10 --inverse --out $(EMB14)/test-live10
 
+# the prompts of a facts recipe read ICEWS14's recent facts from this store (llm.facts_store)
+STORE14 := $(LLM_RUN)/stores/ICEWS14
+$(STORE14)/store.json:
+	$(GEOPOL) ingest tkg --data $(ICEWS14) --store $(STORE14)
+
 # an artifact folder is named for its recipe, and RECIPE@N trains that recipe on N questions
-$(LLM14)/%/manifest.json: $(EMB14)/valid-mcq10/manifest.json
+# (the store is order-only: loading it does not make trained artifacts stale)
+$(LLM14)/%/manifest.json: $(EMB14)/valid-mcq10/manifest.json | $(STORE14)/store.json
 	$(GEOPOL) train llm --config $(LLM_CONFIG) --recipe $(word 1,$(subst @, ,$*)) --out $(LLM14)/$* \
 	  $(if $(findstring @,$*),--questions $(word 2,$(subst @, ,$*))) $(LLM_TRAIN_ARGS)
 

@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.ingest.backfill_cli",
         "fetch and ingest the last N days of live GDELT 2.0 (a first live start's history)",
     ),
+    "ingest tkg": (
+        "services.ingest.tkg_cli",
+        "load a temporal-KG benchmark (ICEWS14, ...) into an event store with its own ids",
+    ),
     "dataset": (
         "services.ingest.datasets",
         "build benchmark folders: gdelt-georgia from GDELT, from-store from the event store",

@@ -102,3 +102,31 @@ def test_dataset_help_lists_from_store(tmp_path: Path) -> None:
     assert "from-store" in done.stdout and "gdelt-georgia" in done.stdout
     handed_over = geopol("dataset", "from-store", "--help", cwd=tmp_path)
     assert handed_over.returncode == 0 and "geopol dataset from-store" in handed_over.stdout
+
+
+def test_ingest_tkg_loads_a_benchmark_with_its_ids_once(tmp_path: Path) -> None:
+    from shared.event_store import EventStore
+    from shared.facts import recent_facts
+
+    data = tmp_path / "TINY14"
+    data.mkdir()
+    (data / "entity2id.txt").write_text("Alpha\t0\nBeta\t1\nGamma\t2\n")
+    (data / "relation2id.txt").write_text("Meet\t0\nAccuse\t1\n")
+    (data / "train.txt").write_text("0\t0\t1\t0\n1\t1\t2\t24\n")
+    (data / "valid.txt").write_text("0\t1\t2\t48\n")
+    (data / "test.txt").write_text("2\t0\t0\t72\n")
+    store_dir = tmp_path / "store"
+    done = geopol("ingest", "tkg", "--data", str(data), "--store", str(store_dir), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "3 entities, 2 relations, steps 0..3" in done.stdout
+    store = EventStore(store_dir, step_minutes=1440)
+    assert store.entities.key(1) == "Beta" and store.relations.key(1) == "Accuse"
+    (latest,) = recent_facts(store, 0, 3, 1)  # what a facts prompt reads: Alpha before day 3
+    assert (latest.t, latest.relation, latest.object) == (2, 1, 2)
+    again = geopol("ingest", "tkg", "--data", str(data), "--store", str(store_dir), cwd=tmp_path)
+    assert again.returncode == 0  # each split is one source: nothing is added twice
+    assert len(recent_facts(EventStore(store_dir, step_minutes=1440), 0, 4, 10)) == 2
+    (data / "test.txt").write_text("2\t0\t9\t72\n")  # entity 9 does not exist
+    bad = geopol("ingest", "tkg", "--data", str(data), "--store", str(tmp_path / "other"),
+                 cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and "geopol ingest tkg:" in bad.stderr
