@@ -227,7 +227,12 @@ def replay(args: argparse.Namespace, runner: Runner = geopol) -> int:
     print(
         f"replay {config.ingest.dataset}: {len(history)} history day(s) "
         f"({history[0]}..{history[-1]}), {len(live) - 1} forecast day(s) from {live[0]}; "
-        f"retrain every {config.retrain.every_steps or 'never'} step(s); config {config_path}"
+        + (
+            f"retrain every {config.retrain.every_steps} step(s)"
+            if config.retrain.every_steps
+            else "retraining off"
+        )
+        + f"; config {config_path}"
     )
     if not feed.is_dir():
         cut.write_day(None, feed)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 from datetime import date
 from pathlib import Path
 
+import pytest
 import yaml
 from tiny_pipeline import GEOPOL, REPO, clean_env, tiny_settings
 
@@ -28,10 +31,13 @@ def _first_days(source: Path, out: Path) -> Path:
 
 
 def test_replay_scores_each_day_beside_recurrency_and_resumes(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path, shared_data: Path, request: pytest.FixtureRequest
 ) -> None:
     data = _first_days(shared_data / GEORGIA, tmp_path / "data")
-    run_dir = tmp_path / "run"
+    # short: supervisord's socket path under RUN_DIR must fit a unix socket name (pytest-xdist
+    # makes tmp_path long)
+    run_dir = Path(tempfile.mkdtemp(prefix="gp-replay-"))
+    request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
     config, _, _, _ = tiny_settings(tmp_path, run_dir, queries_per_step=6)
     config["ingest"]["dataset"] = "GEORGIA-TINY"
     config["ingest"]["source"] = str(run_dir / "replay" / "feed")
