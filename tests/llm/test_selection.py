@@ -105,8 +105,9 @@ def test_llm_select_shows_and_train_llm_trains_on_the_influence_selection(
     values = [float(line.split("influence ")[1].split()[0]) for line in lines[2:5]]
     assert values == sorted(values, reverse=True)
 
-    done = geopol("train", "llm", "--selection", "influence", "--stage2-questions", "8",
-                  "--no-progress")
+    done = geopol(
+        "train", "llm", "--selection", "influence", "--stage2-questions", "8", "--no-progress"
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((artifact / "manifest.json").read_text())
     trained = manifest["data"]["rows"]
