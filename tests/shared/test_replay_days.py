@@ -1,13 +1,20 @@
-"""Cutting GDELT files into days for a replay, and starting a replay's journal at its history."""
+"""Cutting GDELT files into days for a replay, starting its journal at its history, and
+waiting for a due retrain."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from pathlib import Path
 
+import pytest
+
+from shared import generations, replay
+from shared.config import load_config
 from shared.journal import Journal
 from shared.replay import prime_journal, step_of
 from shared.replay_days import event_files, split_days
+from shared.retrain import RetrainState, write_state
 
 HEADER = b'"GLOBALEVENTID","SQLDATE","Actor1Code"\n'
 
@@ -51,3 +58,35 @@ def test_the_history_is_journaled_closed_but_its_last_step_once(tmp_path: Path) 
     assert journal.counts()["pending"] == 0  # and nobody is asked about the past
     journal.close()
     assert prime_journal(Paths, history) == 0  # a resumed replay leaves the journal alone
+
+
+def test_a_due_retrain_is_awaited_until_promoted_and_a_failed_one_stops_the_replay(
+    tmp_path: Path, monkeypatch
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    text = (
+        (repo / "configs" / "default.yaml")
+        .read_text()
+        .replace("run_dir: var", f"run_dir: {tmp_path}")
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    config = load_config(tmp_path / "c.yaml")
+    monkeypatch.setattr(replay, "POLL_S", 0.01)
+    monkeypatch.setattr(replay, "steps_since", lambda _config, _served: 3)
+    assert replay.wait_retrained(config, 7, timeout_s=1) is None  # not due: no wait
+
+    monkeypatch.setattr(replay, "steps_since", lambda _config, _served: 7)
+    later = threading.Timer(
+        0.2, generations.promote, (config, generations.generation(config, 1, 9))
+    )
+    later.start()
+    promoted = replay.wait_retrained(config, 7, timeout_s=10)
+    later.join()
+    assert promoted is not None and promoted.number == 1
+
+    write_state(config, RetrainState("failed", 1, 7, 7, 2, "step 'train llm' failed", 0.0))
+    with pytest.raises(replay.ReplayError, match="train llm"):
+        replay.wait_retrained(config, 7, timeout_s=10)
+    write_state(config, RetrainState("building", 1, 7, 7, 2, None, 0.0))
+    with pytest.raises(replay.ReplayError, match="not promoted within"):
+        replay.wait_retrained(config, 7, timeout_s=0.05)
