@@ -127,6 +127,17 @@ def per_sample_dots(
     return out
 
 
+def per_sample_losses(loss: Loss, params: Params, samples: Samples, chunk: int = 256) -> np.ndarray:
+    """``[n]`` float32: each sample's loss, ``chunk`` at a time (a vmapped loss may gather a
+    large per-sample table, such as a step's entity matrix: all rows at once would not fit)."""
+    losses = jax.jit(jax.vmap(loss, in_axes=(None, 0)))
+    n = num_samples(samples)
+    return np.concatenate([
+        np.asarray(losses(params, take(samples, np.arange(start, min(n, start + chunk)))))
+        for start in range(0, n, chunk)
+    ]).astype(np.float32)  # fmt: skip
+
+
 def influence_scores(
     loss: Loss, params: Params, train: Samples, valid: Samples, settings: LissaSettings
 ) -> np.ndarray:

@@ -110,10 +110,8 @@ def _score(
     config: Config,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Influence and loss of every row (JAX is imported here, after jax_env.configure)."""
-    import jax
-
     from services.graph.embeddings import GraphModel
-    from services.graph.influence import LissaSettings, take
+    from services.graph.influence import LissaSettings, per_sample_losses, take
     from services.graph.influence import influence_scores as scores_of
     from services.graph.influence_surrogate import decoder_samples, surrogate
 
@@ -129,9 +127,7 @@ def _score(
     )  # fmt: skip
     scores = np.zeros(len(export), dtype=np.float32)
     scores[train_rows] = found
-    losses = np.asarray(
-        jax.vmap(fitted.loss, in_axes=(None, 0))(fitted.params, fitted.samples), np.float32
-    )
+    losses = per_sample_losses(fitted.loss, fitted.params, fitted.samples, settings.chunk)
     log.info("influence_scored", rows=len(export), seconds=round(time.perf_counter() - started, 1))
     return scores, losses, time.perf_counter() - started
 

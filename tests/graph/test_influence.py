@@ -6,7 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from services.graph.influence import LissaSettings, influence_scores, lissa, per_sample_dots
+from services.graph.influence import (
+    LissaSettings,
+    influence_scores,
+    lissa,
+    per_sample_dots,
+    per_sample_losses,
+)
 
 RIDGE = 0.1
 
@@ -74,3 +80,13 @@ def test_lissa_batches_are_seeded() -> None:
     other = np.asarray(lissa(_loss, jnp.zeros(3), train, v, settings.__class__(
         scale=10.0, depth=50, repeats=1, batch=16, seed=8)))  # fmt: skip
     assert np.array_equal(first, again) and not np.allclose(first, other, atol=1e-6)
+
+
+def test_per_sample_losses_come_chunk_by_chunk_in_row_order() -> None:
+    train = _regression(37, 3, seed=9)
+    w = jnp.asarray([0.3, 0.2, -0.4])
+    x, y = np.asarray(train["x"]), np.asarray(train["y"])
+    expected = 0.5 * (x @ np.asarray(w) - y) ** 2 + 0.5 * RIDGE * float(np.sum(np.asarray(w) ** 2))
+    found = per_sample_losses(_loss, w, train, chunk=8)
+    assert found.dtype == np.float32 and found.shape == (37,)
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
