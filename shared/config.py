@@ -255,7 +255,8 @@ class GraphTrainConfig(_Section):
 class InfluenceConfig(_Section):
     """``geopol export influence``: LiSSA's knobs (services/graph/influence.py). Its estimate is
     ``(H + scale * damping * I)^-1 v``; ``scale`` must exceed the Hessian's largest eigenvalue,
-    ``depth`` x ``repeats`` Hessian-vector products of ``batch`` samples each, seeded."""
+    ``depth`` x ``repeats`` Hessian-vector products of ``batch`` samples each, seeded; ``chunk``
+    per-sample gradients are computed at once (memory: ``chunk`` x the layer's parameters)."""
 
     damping: float = Field(default=0.01, ge=0, lt=1)
     scale: float = Field(default=25.0, gt=0)

@@ -165,3 +165,14 @@ def write_small_export(
     manifest = {**fields, "kind": KIND, "format_version": FORMAT_VERSION, "files": files}
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def gold_rows(export: ExportedSplit) -> np.ndarray:
+    """Rows whose gold is among the candidates (the only ones a question can be made of)."""
+    return np.flatnonzero(np.asarray(export.arrays["gold_index"]) >= 0)
+
+
+def held_out_rows(export: ExportedSplit, count: int) -> np.ndarray:
+    """The latest ``count`` answerable rows: what an LLM trained on this export alone validates
+    on, and so what the influence of its training rows is measured against."""
+    return gold_rows(export)[-count:]

@@ -28,7 +28,7 @@ from safetensors.numpy import save as save_tensors
 
 from shared.atomic import atomic_write_bytes, atomic_write_text
 from shared.embedding_export import ExportedSplit
-from shared.manifest import manifest_id, read_json, read_with_sha256
+from shared.manifest import manifest_id, read_kind, read_listed
 
 KIND = "influence-scores"
 FORMAT_VERSION = 1
@@ -76,16 +76,8 @@ def of_export(export: ExportedSplit) -> dict[str, Any]:
 def load(directory: Path, export: ExportedSplit | None = None) -> InfluenceScores:
     """Read and check a folder written by :func:`save` (and, given it, that it scores ``export``)."""
     what = f"influence scores {directory}"
-    manifest = read_json(directory / MANIFEST, what, InfluenceScoresError)
-    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise InfluenceScoresError(
-            f"{what}: kind {manifest.get('kind')!r} format {manifest.get('format_version')!r}, "
-            f"expected {KIND!r} format {FORMAT_VERSION}"
-        )
-    expected = manifest.get("files", {}).get(SCORES, {}).get("sha256")
-    if not expected:
-        raise InfluenceScoresError(f"{what}: {MANIFEST} lists no sha256 for {SCORES}")
-    payload = read_with_sha256(directory / SCORES, expected, MANIFEST, what, InfluenceScoresError)
+    manifest = read_kind(directory / MANIFEST, KIND, FORMAT_VERSION, what, InfluenceScoresError)
+    payload = read_listed(directory, manifest, SCORES, what, InfluenceScoresError)
     tensors = load_tensors(payload)
     rows = manifest.get("rows")
     for name in ARRAYS:

@@ -166,3 +166,28 @@ def differences(first: dict[str, Any], second: dict[str, Any], names: tuple[str,
         for key in sorted(set(first) | set(second))
         if first.get(key) != second.get(key)
     ]
+
+
+def read_kind(
+    path: Path, kind: str, version: int, what: str, error: type[Exception]
+) -> dict[str, Any]:
+    """:func:`read_json` of a manifest, refused unless its ``kind`` and ``format_version`` are
+    the ones this code writes."""
+    manifest = read_json(path, what, error)
+    if manifest.get("kind") != kind or manifest.get("format_version") != version:
+        raise error(
+            f"{what}: kind {manifest.get('kind')!r} format {manifest.get('format_version')!r}, "
+            f"expected {kind!r} format {version}"
+        )
+    return manifest
+
+
+def read_listed(
+    directory: Path, manifest: dict[str, Any], name: str, what: str, error: type[Exception]
+) -> bytes:
+    """The bytes of file ``name`` of ``directory``, checked against the sha256 its manifest
+    (``manifest.json``) lists under ``files``."""
+    expected = manifest.get("files", {}).get(name, {}).get("sha256")
+    if not expected:
+        raise error(f"{what}: manifest.json lists no sha256 for {name}")
+    return read_with_sha256(directory / name, expected, "manifest.json", what, error)

@@ -22,7 +22,7 @@ from typing import Any
 
 from services.calibrate.fit import ProtocolCalibration
 from shared.atomic import atomic_write_text
-from shared.manifest import file_sha256, manifest_id, read_json, read_with_sha256
+from shared.manifest import file_sha256, manifest_id, read_kind, read_listed
 
 KIND = "calibrator"
 FORMAT_VERSION = 1
@@ -92,18 +92,8 @@ def save(
 def load(directory: Path) -> CalibratorArtifact:
     """Read and check a calibrator folder written by :func:`save`."""
     what = f"calibrator {directory}"
-    manifest = read_json(directory / MANIFEST, what, CalibratorArtifactError)
-    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise CalibratorArtifactError(
-            f"{what}: kind {manifest.get('kind')!r} format {manifest.get('format_version')!r}, "
-            f"expected {KIND!r} format {FORMAT_VERSION}"
-        )
-    expected = manifest.get("files", {}).get(PARAMS, {}).get("sha256")
-    if not expected:
-        raise CalibratorArtifactError(f"{what}: manifest.json lists no sha256 for {PARAMS}")
-    payload = read_with_sha256(
-        directory / PARAMS, expected, MANIFEST, what, CalibratorArtifactError
-    )
+    manifest = read_kind(directory / MANIFEST, KIND, FORMAT_VERSION, what, CalibratorArtifactError)
+    payload = read_listed(directory, manifest, PARAMS, what, CalibratorArtifactError)
     try:
         params = json.loads(payload)
         protocols = {p: ProtocolCalibration.from_params(v) for p, v in params.items()}

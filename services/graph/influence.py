@@ -22,31 +22,18 @@ the one vector ``H⁻¹ ∇L_val``: ``n`` gradients are never held at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.config import InfluenceConfig as LissaSettings  # LiSSA's knobs: graph.influence
+
 Params = Any  # a pytree of arrays
 Samples = Any  # a pytree of arrays, each with the samples on axis 0
 Loss = Callable[[Params, Samples], jax.Array]
 """``loss(params, sample) -> scalar`` of one sample (no leading axis)."""
-
-
-@dataclass(frozen=True)
-class LissaSettings:
-    """LiSSA's knobs (config ``graph.influence``): see the module docstring."""
-
-    damping: float = 0.01
-    scale: float = 25.0
-    depth: int = 100
-    repeats: int = 2
-    batch: int = 32
-    seed: int = 0
-    chunk: int = 16
-    """Per-sample gradients computed at once (memory: ``chunk`` x the parameters)."""
 
 
 def num_samples(samples: Samples) -> int:

@@ -25,7 +25,13 @@ from services.graph import jax_env
 from services.graph.artifact import ArtifactError, GraphArtifact, load
 from shared import influence_scores
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from shared.embedding_export import ExportedSplit, ExportError, load_export
+from shared.embedding_export import (
+    ExportedSplit,
+    ExportError,
+    gold_rows,
+    held_out_rows,
+    load_export,
+)
 from shared.log import configure_logging, get_logger
 from shared.manifest import manifest_id
 from shared.tkg_dataset import TkgDataset, TkgFormatError, load_tkg
@@ -71,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{artifact_dir} is graph artifact {manifest_id(artifact.manifest)[:12]}, the "
                 f"export was made by {export.manifest['graph_artifact'][:12]} (give --artifact)"
             )
-        answerable = np.flatnonzero(np.asarray(export.arrays["gold_index"]) >= 0)
+        answerable = len(gold_rows(export))
         count = args.valid_questions or config.llm.train.valid_questions
-        if not 0 < count < len(answerable):
+        if not 0 < count < answerable:
             raise ExportError(
-                f"--valid-questions {count}: the export has {len(answerable)} answerable rows"
+                f"--valid-questions {count}: the export has {answerable} answerable rows"
             )
-        valid_rows = answerable[-count:]
+        valid_rows = held_out_rows(export, count)  # what the LLM validates on
         jax_env.configure(args.mem_fraction)
         scores, loss, seconds = _score(artifact, dataset, export, valid_rows, config)
         out = args.out or args.export.with_name(args.export.name + "-influence")
@@ -111,8 +117,8 @@ def _score(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Influence and loss of every row (JAX is imported here, after jax_env.configure)."""
     from services.graph.embeddings import GraphModel
-    from services.graph.influence import LissaSettings, per_sample_losses, take
     from services.graph.influence import influence_scores as scores_of
+    from services.graph.influence import per_sample_losses, take
     from services.graph.influence_surrogate import decoder_samples, surrogate
 
     started = time.perf_counter()
@@ -120,7 +126,7 @@ def _score(
     samples, tables = decoder_samples(graph_model, dataset, export, config.graph.min_bucket)
     fitted = surrogate(graph_model, samples, tables)
     train_rows = np.setdiff1d(np.arange(len(export)), valid_rows)
-    settings = LissaSettings(**config.graph.influence.model_dump())
+    settings = config.graph.influence
     found = scores_of(
         fitted.loss, fitted.params, take(fitted.samples, train_rows),
         take(fitted.samples, valid_rows), settings,

@@ -37,13 +37,14 @@ from services.llm.prompt import render
 from services.llm.questions import QuestionBatch, Vocabulary, export_batch
 from services.llm.scoring import OptionScorer
 from services.llm.torch_process import configure_torch
-from services.llm.train import gold_rows, lora_parameters, question_loss
+from services.llm.train import lora_parameters, question_loss
 from shared.bench import machine, report
 from shared.config import DEFAULT_CONFIG, ConfigError, RecipeSettings, load_config
 from shared.embedding_export import (
     QUERY_COLUMNS,
     ExportedSplit,
     ExportError,
+    gold_rows,
     load_export,
     write_small_export,
 )

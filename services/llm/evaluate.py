@@ -34,11 +34,10 @@ from services.llm.questions import option_positions
 from services.llm.scoring import OptionScorer
 from services.llm.tables import score_table
 from services.llm.torch_process import configure_torch
-from services.llm.train import gold_rows
 from shared import eval_report
 from shared import score_table as tables
 from shared.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from shared.embedding_export import ExportedSplit, ExportError, load_export
+from shared.embedding_export import ExportedSplit, ExportError, gold_rows, load_export
 
 BASELINES = {"recurrency": "recurrency", "regcn": "scores"}
 BATCH = 16

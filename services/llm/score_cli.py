@@ -25,10 +25,9 @@ from services.llm.backbone import BackboneError
 from services.llm.evaluate import BATCH, load_checked
 from services.llm.tables import score_table
 from services.llm.torch_process import configure_torch
-from services.llm.train import gold_rows
 from shared import score_table as tables
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
-from shared.embedding_export import ExportedSplit, ExportError, load_export
+from shared.embedding_export import ExportedSplit, ExportError, gold_rows, load_export
 
 
 def _parser() -> argparse.ArgumentParser:

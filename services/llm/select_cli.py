@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from services.llm.questions import Vocabulary
-from services.llm.selection import SELECTIONS, SelectionError, coverage_bins, scores_path
+from services.llm.selection import SELECTIONS, SelectionError, coverage_bins
 from services.llm.train_cli import PlanError, plan, settings_from
-from shared import influence_scores
 from shared.config import DEFAULT_CONFIG, ConfigError, load_config
 from shared.embedding_export import ExportError
 from shared.influence_scores import InfluenceScoresError
@@ -48,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("valid", "recipe", "valid_questions", "batch"):
             setattr(args, name, None)
         settings, recipe, _ = settings_from(args, config)
-        data, rows, _, valid_rows, stages = plan(settings, recipe)
-        scores = None
-        if settings.selection != "random":
-            scores = influence_scores.load(scores_path(settings, data), data)
+        data, rows, _, valid_rows, stages, scores = plan(settings, recipe)
     except (ConfigError, ExportError, PlanError, SelectionError, InfluenceScoresError,
             OSError) as exc:  # fmt: skip
         print(f"geopol llm select: {exc}", file=sys.stderr)

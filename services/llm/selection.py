@@ -87,11 +87,11 @@ def influence_selection(
     pool: Pool, count: int, seed: int, hard_prune: float = HARD_PRUNE, bins: int = BINS
 ) -> np.ndarray:
     """Coverage-centric stratified sample of the pool by influence (module docstring)."""
-    scores = pool.need_scores("influence").influence[pool.rows]
-    order = np.argsort(-scores, kind="stable")
+    influence = pool.need_scores("influence").influence
+    order = np.argsort(-influence[pool.rows], kind="stable")
     kept = pool.rows[order[int(round(hard_prune * len(order))) :]]
     _enough(kept, count, f"the pool after dropping the top {hard_prune:.0%}")
-    which = coverage_bins(pool.scores.influence[kept], bins)
+    which = coverage_bins(influence[kept], bins)
     members = [kept[which == b] for b in range(bins) if np.any(which == b)]
     rng = np.random.default_rng(seed)
     chosen, budget = [], count
@@ -127,7 +127,7 @@ def scores_path(settings: LlmTrainConfig, export: ExportedSplit) -> Path:
     """Where the export's influence scores are: ``llm.train.influence``, else beside it."""
     if settings.influence is not None:
         return Path(settings.influence)
-    directory = Path(export.directory or settings.data or ".")
+    directory = Path(export.directory if export.directory is not None else settings.data)
     return directory.with_name(directory.name + "-influence")
 
 

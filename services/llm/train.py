@@ -54,11 +54,6 @@ def undersample_relations(
     return rng.permutation(np.concatenate(kept))
 
 
-def gold_rows(export: ExportedSplit) -> np.ndarray:
-    """Rows whose gold is among the candidates (the only ones a question can be made of)."""
-    return np.flatnonzero(np.asarray(export.arrays["gold_index"]) >= 0)
-
-
 # --------------------------------------------------------------------------- measuring
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from services.llm.model import build_scorer, with_lora
 from services.llm.questions import Vocabulary
 from services.llm.selection import SELECTIONS, SelectionError, select
 from services.llm.torch_process import configure_torch
-from services.llm.train import TrainingError, gold_rows, train, undersample_relations
+from services.llm.train import TrainingError, train, undersample_relations
 from shared.config import (
     DEFAULT_CONFIG,
     Config,
@@ -41,8 +41,14 @@ from shared.config import (
     RecipeSettings,
     load_config,
 )
-from shared.embedding_export import ExportedSplit, ExportError, load_export
-from shared.influence_scores import InfluenceScoresError
+from shared.embedding_export import (
+    ExportedSplit,
+    ExportError,
+    gold_rows,
+    held_out_rows,
+    load_export,
+)
+from shared.influence_scores import InfluenceScores, InfluenceScoresError
 from shared.log import configure_logging, get_logger
 from shared.manifest import vocab_sha256
 
@@ -124,11 +130,20 @@ def settings_from(
     return settings, config.llm.recipes[settings.recipe], settings.recipe
 
 
-def plan(
-    settings: LlmTrainConfig, recipe: RecipeSettings
-) -> tuple[ExportedSplit, np.ndarray, ExportedSplit, np.ndarray, list[dict[str, Any]]]:
-    """Load and check the exports and choose the rows (in training order, with the stages they
-    make up); no model is touched."""
+class Plan(NamedTuple):
+    """What a run trains on: the export and its rows in training order, the validation export
+    and rows, the stages the rows make up, and the influence scores the selection read."""
+
+    data: ExportedSplit
+    rows: np.ndarray
+    valid: ExportedSplit
+    valid_rows: np.ndarray
+    stages: list[dict[str, Any]]
+    scores: InfluenceScores | None
+
+
+def plan(settings: LlmTrainConfig, recipe: RecipeSettings) -> Plan:
+    """Load and check the exports and choose the rows; no model is touched."""
     data = load_export(Path(settings.data))
     valid = load_export(Path(settings.valid)) if settings.valid else data
     if valid.manifest["graph_artifact"] != data.manifest["graph_artifact"]:
@@ -147,8 +162,8 @@ def plan(
         ]
         train_pool_exclude = np.setdiff1d(np.arange(len(data)), usable)
     else:  # hold out the latest rows: validation is later in time than training
-        valid_rows = usable[-settings.valid_questions :]
-        train_pool_exclude = np.setdiff1d(np.arange(len(data)), usable[: -settings.valid_questions])
+        valid_rows = held_out_rows(data, settings.valid_questions)
+        train_pool_exclude = np.setdiff1d(np.arange(len(data)), np.setdiff1d(usable, valid_rows))
     available = len(data) - len(train_pool_exclude)
     if settings.questions > available:
         raise PlanError(
@@ -156,10 +171,10 @@ def plan(
         )
     if settings.stage2_questions and settings.undersample_relations is not None:
         raise PlanError("undersample_relations reorders the rows: it cannot keep two stages apart")
-    rows, _, stages = select(settings, data, train_pool_exclude)
+    rows, scores, stages = select(settings, data, train_pool_exclude)
     if settings.undersample_relations is not None:
         rows = undersample_relations(data, rows, settings.undersample_relations, settings.seed)
-    return data, rows, valid, valid_rows, stages
+    return Plan(data, rows, valid, valid_rows, stages, scores)
 
 
 def lineage(data: ExportedSplit, rows: np.ndarray, recipe: RecipeSettings) -> dict[str, Any]:
@@ -223,7 +238,7 @@ def run(
     progress: bool,
     fresh: bool = False,
 ) -> dict[str, Any]:
-    data, rows, valid, valid_rows, stages = plan(settings, recipe)
+    data, rows, valid, valid_rows, stages, _ = plan(settings, recipe)
     facts = prompt_facts.source_for(config, recipe.facts)  # a missing store fails before weights
     configure_torch(config.llm)
     source = resolve(config.llm.backbone, config.backbone_cache)

@@ -12,9 +12,8 @@ from test_llm_commands import geopol, write_config
 
 from services.llm.evaluate import sample_rows
 from services.llm.score_cli import rows_to_score, trained_rows
-from services.llm.train import gold_rows
 from shared import score_table
-from shared.embedding_export import load_export
+from shared.embedding_export import gold_rows, load_export
 
 
 def _table_of(rows: np.ndarray, export_path: Path, **meta: str) -> score_table.ScoreTable:

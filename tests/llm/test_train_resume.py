@@ -13,9 +13,9 @@ from services.llm import checkpoint as llm_checkpoint
 from services.llm.backbone import load_backbone, resolve
 from services.llm.model import build_scorer, with_lora
 from services.llm.scoring import OptionScorer
-from services.llm.train import gold_rows, train
+from services.llm.train import train
 from shared.config import LlmTrainConfig, LoraSettings, RecipeSettings
-from shared.embedding_export import load_export
+from shared.embedding_export import gold_rows, load_export
 
 # dropout and a K mix, so the torch and numpy generators both shape the run
 RECIPE = RecipeSettings(steps=T, options=[4, K], lr=1e-2, adapter_lr=1e-2)
